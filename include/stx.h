@@ -1,0 +1,224 @@
+/*
+ * stx.h: spatio-temporal explanations for video neural networks.
+ *
+ * The one public header of libstx. Everything here is C11, prefixed `stx_`/`STX_`.
+ *
+ * Usage (forward pass of an ONNX video model):
+ *
+ *     stx_context *ctx;  stx_model *m;  stx_session *s;  stx_tensor *x, *y;
+ *     stx_context_create(NULL, &ctx);
+ *     if (stx_model_load(ctx, "r3d.onnx", NULL, &m) != STX_OK)
+ *         fprintf(stderr, "%s\n", stx_context_last_error(ctx));
+ *     stx_tensor_load_npy(ctx, "clip.npy", &x);
+ *     stx_session_create(m, NULL, stx_tensor_shape(x), stx_tensor_rank(x), &s);
+ *     stx_session_run(s, x, &y);          // y is owned by the session
+ *     ...
+ *     stx_tensor_free(x); stx_session_free(s); stx_model_free(m); stx_context_free(ctx);
+ *
+ * Conventions
+ * - Every fallible function returns an `stx_status`: STX_OK (0) or a negative error code.
+ *   Results come back through trailing out-parameters.
+ * - The detailed message for the last failure is kept on the handle the call was made on:
+ *   `stx_context_last_error` (context, model loading, tensors) or `stx_session_last_error`.
+ *   The string is owned by the handle and valid until its next failing call.
+ * - Every create or load function has one matching free function, which accepts NULL.
+ * - Options structs come from the ..._default() getters; set the fields you need.
+ * - Thread safety: a model may be shared by several threads once loaded; a session (run state)
+ *   must not be used by two threads at once. A context may be shared if only used to create
+ *   models and sessions from one thread at a time.
+ * - The library never prints and never exits the process on bad input.
+ */
+#ifndef STX_H
+#define STX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define STX_API
+#elif defined(__GNUC__)
+#define STX_API __attribute__((visibility("default")))
+#else
+#define STX_API
+#endif
+
+#define STX_VERSION_MAJOR 0
+#define STX_VERSION_MINOR 1
+#define STX_VERSION_PATCH 0
+
+/* Maximum tensor rank handled anywhere in stx. */
+#define STX_MAX_RANK 8
+
+/* Status codes: X(name, value, description). Append only. */
+#define STX_STATUS_MAP(X)                                                                          \
+    X(OK, 0, "success")                                                                            \
+    X(E_INVALID, -1, "invalid argument")                                                           \
+    X(E_NOMEM, -2, "out of memory")                                                                \
+    X(E_IO, -3, "input/output error")                                                              \
+    X(E_FORMAT, -4, "malformed file")                                                              \
+    X(E_UNSUPPORTED, -5, "unsupported operator or feature")                                        \
+    X(E_SHAPE, -6, "shape mismatch")                                                               \
+    X(E_NOTFOUND, -7, "not found")                                                                 \
+    X(E_CANCELLED, -8, "cancelled")                                                                \
+    X(E_INTERNAL, -9, "internal error")                                                            \
+    X(E_NUMERIC, -10, "non-finite value")
+
+typedef enum {
+#define STX__STATUS_ENUM(name, val, desc) STX_##name = val,
+    STX_STATUS_MAP(STX__STATUS_ENUM)
+#undef STX__STATUS_ENUM
+} stx_status;
+
+/* "STX_E_SHAPE" etc. and a short English description. Never NULL. */
+STX_API const char *stx_status_name(stx_status s);
+STX_API const char *stx_status_string(stx_status s);
+STX_API const char *stx_version(void);
+
+/* Element types; the values are ONNX's TensorProto.DataType codes. */
+typedef enum {
+    STX_DTYPE_UNDEFINED = 0,
+    STX_DTYPE_FLOAT = 1,
+    STX_DTYPE_UINT8 = 2,
+    STX_DTYPE_INT8 = 3,
+    STX_DTYPE_INT32 = 6,
+    STX_DTYPE_INT64 = 7,
+    STX_DTYPE_BOOL = 9,
+    STX_DTYPE_DOUBLE = 11
+} stx_dtype;
+
+STX_API const char *stx_dtype_name(stx_dtype t);
+STX_API size_t stx_dtype_size(stx_dtype t);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context: allocator hooks, thread count, last error message.
+ */
+typedef struct stx_context stx_context;
+
+typedef struct stx_allocator {
+    void *(*alloc)(void *user, size_t size); /* must return 64-byte aligned memory or NULL */
+    void (*free)(void *user, void *ptr);
+    void *user;
+} stx_allocator;
+
+typedef struct stx_context_options {
+    size_t size;       /* sizeof(stx_context_options), set by the default getter */
+    int num_threads;   /* 0: STX_NUM_THREADS from the environment, else all cores */
+    stx_allocator allocator; /* alloc == NULL: the system allocator */
+} stx_context_options;
+
+STX_API stx_context_options stx_context_options_default(void);
+STX_API stx_status stx_context_create(const stx_context_options *opt, stx_context **out);
+STX_API void stx_context_free(stx_context *ctx);
+STX_API const char *stx_context_last_error(const stx_context *ctx);
+STX_API int stx_context_num_threads(const stx_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors: dense, row-major, up to STX_MAX_RANK dimensions.
+ */
+typedef struct stx_tensor stx_tensor;
+
+STX_API stx_status stx_tensor_create(stx_context *ctx, stx_dtype dtype, const int64_t *shape,
+                                     int rank, stx_tensor **out);
+STX_API void stx_tensor_free(stx_tensor *t);
+STX_API stx_dtype stx_tensor_dtype(const stx_tensor *t);
+STX_API int stx_tensor_rank(const stx_tensor *t);
+STX_API const int64_t *stx_tensor_shape(const stx_tensor *t);
+STX_API int64_t stx_tensor_numel(const stx_tensor *t);
+STX_API void *stx_tensor_data(stx_tensor *t);
+STX_API const void *stx_tensor_data_const(const stx_tensor *t);
+
+/* .npy files (format versions 1-3, little-endian, C order; float32/float64/int64/int32/bool/
+ * uint8/int8). Writing is atomic: a temporary file beside the target, then rename. */
+STX_API stx_status stx_tensor_load_npy(stx_context *ctx, const char *path, stx_tensor **out);
+STX_API stx_status stx_tensor_save_npy(stx_context *ctx, const stx_tensor *t, const char *path);
+
+/* ---------------------------------------------------------------------------------------------
+ * Models: an ONNX graph and its weights, immutable once loaded, shareable between threads.
+ */
+typedef struct stx_model stx_model;
+
+typedef struct stx_model_options {
+    size_t size;
+    int reserved;
+} stx_model_options;
+
+STX_API stx_model_options stx_model_options_default(void);
+/* Loads an ONNX model (external-data files are looked up beside it). Fails with a message
+ * naming the node and attribute when an operator or attribute is not supported. */
+STX_API stx_status stx_model_load(stx_context *ctx, const char *path,
+                                  const stx_model_options *opt, stx_model **out);
+STX_API void stx_model_free(stx_model *m);
+
+STX_API int stx_model_opset(const stx_model *m);
+STX_API int stx_model_num_inputs(const stx_model *m);
+STX_API int stx_model_num_outputs(const stx_model *m);
+/* Name, dtype and declared shape of a graph input/output (dims < 0: dynamic). */
+STX_API const char *stx_model_input_name(const stx_model *m, int i);
+STX_API const char *stx_model_output_name(const stx_model *m, int i);
+STX_API stx_status stx_model_input_info(const stx_model *m, int i, stx_dtype *dtype,
+                                        int64_t shape[STX_MAX_RANK], int *rank);
+STX_API stx_status stx_model_output_info(const stx_model *m, int i, stx_dtype *dtype,
+                                         int64_t shape[STX_MAX_RANK], int *rank);
+STX_API int64_t stx_model_num_parameters(const stx_model *m);
+STX_API int stx_model_num_nodes(const stx_model *m);
+/* metadata_props: NULL when the key is absent. */
+STX_API const char *stx_model_metadata(const stx_model *m, const char *key);
+STX_API const char *stx_model_producer(const stx_model *m);
+
+/* Module scopes recovered from node names (`/layer4/layer4.1/relu/Relu` -> `layer4`,
+ * `layer4.1`, `layer4.1.relu`). A module's output is the output of its last node. */
+STX_API int stx_model_num_modules(const stx_model *m);
+STX_API const char *stx_model_module_name(const stx_model *m, int i);
+STX_API const char *stx_model_module_output(const stx_model *m, int i);
+/* Resolves an ONNX tensor name or a module path to a tensor name (owned by the model). */
+STX_API stx_status stx_model_resolve_tensor(const stx_model *m, const char *name_or_module,
+                                            const char **tensor_name);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sessions: a plan for one concrete input shape, and the run state (per thread).
+ */
+typedef struct stx_session stx_session;
+
+typedef struct stx_session_options {
+    size_t size;
+    int num_threads;    /* 0: the context's */
+    int use_dnnl;       /* 1 (default): oneDNN kernels for heavy ops; 0: reference kernels */
+    int fuse;           /* 1 (default): fold BatchNorm, fuse activations and residual adds */
+    const char *const *keep; /* NULL-terminated tensor names that must stay observable */
+} stx_session_options;
+
+STX_API stx_session_options stx_session_options_default(void);
+/* Plans the model for an input of the given shape (the first graph input; further inputs
+ * must be initialisers or have fully known shapes). */
+STX_API stx_status stx_session_create(stx_model *m, const stx_session_options *opt,
+                                      const int64_t *input_shape, int rank, stx_session **out);
+STX_API void stx_session_free(stx_session *s);
+STX_API const char *stx_session_last_error(const stx_session *s);
+
+/* The same for models with several inputs (shapes in graph-input order). */
+STX_API stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt,
+                                            int n_inputs, const int64_t *const *shapes,
+                                            const int *ranks, stx_session **out);
+STX_API stx_status stx_session_run_multi(stx_session *s, int n_inputs,
+                                         const stx_tensor *const *inputs);
+
+/* Runs forward. *output points at the first graph output, owned by the session and valid until
+ * the next run or free. The input's shape and dtype must match the planned ones. */
+STX_API stx_status stx_session_run(stx_session *s, const stx_tensor *input, stx_tensor **output);
+STX_API int stx_session_num_outputs(const stx_session *s);
+STX_API stx_tensor *stx_session_output(stx_session *s, int i);
+
+/* Planned shape of any tensor (ONNX name or module path). */
+STX_API stx_status stx_session_tensor_shape(const stx_session *s, const char *name,
+                                            int64_t shape[STX_MAX_RANK], int *rank);
+/* Multiply-accumulate count of one forward pass for the planned shape. */
+STX_API int64_t stx_session_macs(const stx_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STX_H */

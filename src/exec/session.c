@@ -1,0 +1,437 @@
+/* session.c: planning (shape inference, constant folding, memory) and the forward run.
+ *
+ * Plan once, run many: stx_session_create infers every shape for the concrete input shape,
+ * evaluates at plan time every node whose inputs are all known (this folds the Shape/Gather/
+ * Concat/Reshape sub-graphs exporters emit), prepares per-node state, and places every runtime
+ * tensor in one arena by lifetime. stx_session_run then allocates nothing. */
+#include "session.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+stx_session_options stx_session_options_default(void) {
+    stx_session_options o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    o.use_dnnl = 1;
+    o.fuse = 1;
+    return o;
+}
+
+int stx__session_lookup(const stx_session *s, const char *name) {
+    const char *t;
+    if (stx_model_resolve_tensor(s->m, name, &t) != STX_OK) return -1;
+    return stx__graph_find(&s->m->g, t);
+}
+
+/* Exporters that saw a fixed batch write it into Reshape targets ([1, -1], or [N*T, ...] for
+ * frame-batched CNNs). When the session batch differs from the declared one, a constant Reshape
+ * target whose first entry is proportional to the declared batch is scaled to the new one. */
+static stx_status adjust_reshape_batch(stx_session *s, stx_step *st, int64_t decl_n, int64_t n,
+                                       stx_tensor **owned) {
+    stx_tensor *x = st->c.in[0], *shp = st->c.in[1];
+    *owned = NULL;
+    if (decl_n <= 0 || decl_n == n || !shp || !shp->data || shp->dtype != STX_DTYPE_INT64 ||
+        shp->rank != 1 || shp->dims[0] < 1 || x->rank < 1)
+        return STX_OK;
+    const int64_t *v = shp->data;
+    int64_t k = x->dims[0];
+    if (k % n != 0 || v[0] != decl_n * (k / n)) return STX_OK;
+    stx_tensor *c = stx__tensor_clone(s->ctx, shp);
+    if (!c) return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
+    ((int64_t *)c->data)[0] = k;
+    st->c.in[1] = c;
+    *owned = c;
+    return STX_OK;
+}
+
+/* Assigns arena offsets to runtime values by lifetime (first fit, largest first). */
+typedef struct {
+    int v;
+    int first, last;
+    size_t size, off;
+} live_range;
+
+static int cmp_size_desc(const void *a, const void *b) {
+    const live_range *x = a, *y = b;
+    if (x->size != y->size) return x->size < y->size ? 1 : -1;
+    return x->v - y->v;
+}
+
+static stx_status plan_memory(stx_session *s) {
+    int nv = s->nv;
+    live_range *r = stx__calloc(s->ctx, (size_t)nv + 1, sizeof *r);
+    int *idx = stx__malloc(s->ctx, sizeof(int) * ((size_t)nv + 1));
+    if (!r || !idx) {
+        stx__free(s->ctx, r);
+        stx__free(s->ctx, idx);
+        return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
+    }
+    for (int v = 0; v < nv; v++) idx[v] = -1;
+    int nr = 0;
+    for (int i = 0; i < s->n_steps; i++) {
+        stx_op_ctx *c = &s->steps[i].c;
+        const stx_node *n = c->node;
+        for (int k = 0; k < n->n_out; k++) {
+            int v = n->out[k];
+            if (v < 0 || s->kind[v] != STX_VK_RUNTIME) continue;
+            idx[v] = nr;
+            r[nr].v = v;
+            r[nr].first = i;
+            r[nr].last = i;
+            r[nr].size = (s->vals[v].nbytes + 63) & ~(size_t)63;
+            nr++;
+        }
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            if (v >= 0 && idx[v] >= 0) r[idx[v]].last = i;
+        }
+    }
+    const stx_graph *g = &s->m->g;
+    for (int k = 0; k < g->n_outputs; k++)
+        if (idx[g->outputs[k]] >= 0) r[idx[g->outputs[k]]].last = s->n_steps;
+    for (int v = 0; v < nv; v++)
+        if (s->keep[v] && idx[v] >= 0) r[idx[v]].last = s->n_steps;
+    qsort(r, (size_t)nr, sizeof *r, cmp_size_desc);
+    size_t total = 0;
+    for (int i = 0; i < nr; i++) {
+        /* candidate offsets: 0 and the end of every placed, overlapping range */
+        size_t best = SIZE_MAX;
+        for (int j = -1; j < i; j++) {
+            size_t cand = 0;
+            if (j >= 0) {
+                if (r[j].last < r[i].first || r[i].last < r[j].first) continue;
+                cand = r[j].off + r[j].size;
+            }
+            bool ok = true;
+            for (int q = 0; q < i && ok; q++) {
+                if (r[q].last < r[i].first || r[i].last < r[q].first) continue;
+                if (cand < r[q].off + r[q].size && r[q].off < cand + r[i].size) ok = false;
+            }
+            if (ok && cand < best) best = cand;
+        }
+        r[i].off = best;
+        if (best + r[i].size > total) total = best + r[i].size;
+    }
+    s->arena_size = total;
+    s->arena = stx__malloc(s->ctx, total ? total : 64);
+    if (!s->arena) {
+        stx__free(s->ctx, r);
+        stx__free(s->ctx, idx);
+        return stx__errf(&s->err, STX_E_NOMEM, "out of memory for %zu bytes of activations",
+                         total);
+    }
+    memset(s->arena, 0, total);
+    for (int i = 0; i < nr; i++) s->vals[r[i].v].data = (char *)s->arena + r[i].off;
+    stx__free(s->ctx, r);
+    stx__free(s->ctx, idx);
+    return STX_OK;
+}
+
+static void set_nbytes(stx_tensor *t) {
+    t->nbytes = (size_t)stx__numel(t->dims, t->rank) * stx_dtype_size(t->dtype);
+}
+
+/* True when the op needs only the shape of its input (it can be folded without data). */
+static bool shape_only_op(const stx_node *n) {
+    return strcmp(n->op_type, "Shape") == 0 || strcmp(n->op_type, "Size") == 0;
+}
+
+stx_status stx_session_create(stx_model *m, const stx_session_options *opt,
+                              const int64_t *input_shape, int rank, stx_session **out) {
+    return stx_session_create_multi(m, opt, 1, &input_shape, &rank, out);
+}
+
+stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt, int n_inputs,
+                                    const int64_t *const *shapes, const int *ranks,
+                                    stx_session **out) {
+    if (!m || !out || n_inputs < 0 || (n_inputs > 0 && (!shapes || !ranks))) return STX_E_INVALID;
+    for (int i = 0; i < n_inputs; i++)
+        if (ranks[i] < 0 || ranks[i] > STX_MAX_RANK || (ranks[i] > 0 && !shapes[i]))
+            return STX_E_INVALID;
+    *out = NULL;
+    stx_context *ctx = m->ctx;
+    stx_err *ce = &ctx->err;
+    stx_session_options o = opt ? *opt : stx_session_options_default();
+    const stx_graph *g = &m->g;
+    stx_session *s = stx__calloc(ctx, 1, sizeof *s);
+    if (!s) return stx__errf(ce, STX_E_NOMEM, "out of memory");
+    s->m = m;
+    s->ctx = ctx;
+    s->nthreads = o.num_threads > 0 ? o.num_threads : ctx->num_threads;
+    s->use_dnnl = o.use_dnnl;
+    s->fuse = o.fuse;
+    s->nv = g->n_values;
+    s->n_inputs = g->n_inputs;
+    stx_status st = STX_OK;
+    int total_ptrs = 0;
+    for (int i = 0; i < g->n_nodes; i++) total_ptrs += g->nodes[i].n_in + g->nodes[i].n_out;
+    s->vals = stx__calloc(ctx, (size_t)s->nv + 1, sizeof *s->vals);
+    s->kind = stx__calloc(ctx, (size_t)s->nv + 1, 1);
+    s->keep = stx__calloc(ctx, (size_t)s->nv + 1, 1);
+    s->steps = stx__calloc(ctx, (size_t)g->n_nodes + 1, sizeof *s->steps);
+    s->ptrs = stx__calloc(ctx, (size_t)total_ptrs + 1, sizeof *s->ptrs);
+    s->inputs = stx__calloc(ctx, (size_t)g->n_inputs + 1, sizeof(int));
+    if (!s->vals || !s->kind || !s->keep || !s->steps || !s->ptrs || !s->inputs) {
+        st = stx__errf(ce, STX_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    /* Values: constants from the model, the input with the requested shape. */
+    for (int v = 0; v < s->nv; v++) {
+        const stx_value *val = &g->values[v];
+        stx_tensor *t = &s->vals[v];
+        t->ctx = ctx;
+        if (val->data) {
+            *t = *val->data;
+            t->owns = false;
+            s->kind[v] = STX_VK_MODEL_CONST;
+        }
+    }
+    if (o.keep)
+        for (const char *const *k = o.keep; *k; k++) {
+            int v = stx__session_lookup(s, *k);
+            if (v < 0) {
+                st = stx__errf(ce, STX_E_NOTFOUND, "tensor or module '%s' not found in the model",
+                               *k);
+                goto fail;
+            }
+            s->keep[v] = 1;
+        }
+    if (n_inputs != g->n_inputs) {
+        st = stx__errf(ce, STX_E_INVALID, "model has %d input(s) (first: '%s'), %d shape(s) given",
+                       g->n_inputs, g->values[g->inputs[0]].name, n_inputs);
+        goto fail;
+    }
+    for (int i = 0; i < g->n_inputs; i++) {
+        int iv = g->inputs[i];
+        s->inputs[i] = iv;
+        const stx_value *in = &g->values[iv];
+        const int64_t *input_shape = shapes[i];
+        int rank = ranks[i];
+        char a[128], b[128];
+        if (in->rank >= 0 && in->rank != rank) {
+            st = stx__errf(ce, STX_E_SHAPE, "input '%s' has rank %d in the model (%s), got shape %s",
+                           in->name, in->rank, stx__shape_str(in->dims, in->rank, a, sizeof a),
+                           stx__shape_str(input_shape, rank, b, sizeof b));
+            goto fail;
+        }
+        for (int k = 0; k < rank; k++) {
+            /* The batch axis may change (re-planning); other fixed axes must match. */
+            if (input_shape[k] < 0 || (k > 0 && in->dims[k] > 0 && in->dims[k] != input_shape[k])) {
+                st = stx__errf(ce, STX_E_SHAPE, "input '%s' expects shape %s, got %s", in->name,
+                               stx__shape_str(in->dims, in->rank, a, sizeof a),
+                               stx__shape_str(input_shape, rank, b, sizeof b));
+                goto fail;
+            }
+        }
+        stx_tensor *t = &s->vals[iv];
+        t->dtype = in->dtype ? in->dtype : STX_DTYPE_FLOAT;
+        t->rank = rank;
+        for (int k = 0; k < rank; k++) t->dims[k] = input_shape[k];
+        set_nbytes(t);
+        s->kind[iv] = STX_VK_INPUT;
+    }
+    int64_t decl_n = g->values[g->inputs[0]].rank > 0 ? g->values[g->inputs[0]].dims[0] : -1;
+    int64_t new_n = ranks[0] > 0 ? shapes[0][0] : 1;
+
+    /* Shape inference and constant folding, node by node in topological order. */
+    int np = 0;
+    for (int ni = 0; ni < g->n_nodes; ni++) {
+        const stx_node *n = &g->nodes[ni];
+        stx_step *stp = &s->steps[s->n_steps];
+        memset(stp, 0, sizeof *stp);
+        stp->node = ni;
+        stx_op_ctx *c = &stp->c;
+        c->ctx = ctx;
+        c->node = n;
+        c->err = ce;
+        c->opset = g->opset;
+        c->n_in = n->n_in;
+        c->n_out = n->n_out;
+        c->in = &s->ptrs[np];
+        np += n->n_in;
+        c->out = &s->ptrs[np];
+        np += n->n_out;
+        bool all_const = true;
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            c->in[k] = v >= 0 ? &s->vals[v] : NULL;
+            if (v >= 0 && s->kind[v] == STX_VK_UNUSED) {
+                st = stx__errf(ce, STX_E_INTERNAL, "node '%s': input '%s' not computed", n->name,
+                               g->values[v].name);
+                goto fail;
+            }
+            if (v >= 0 && s->kind[v] != STX_VK_MODEL_CONST && s->kind[v] != STX_VK_FOLDED)
+                all_const = false;
+        }
+        for (int k = 0; k < n->n_out; k++) c->out[k] = n->out[k] >= 0 ? &s->vals[n->out[k]] : NULL;
+        if (strcmp(n->op_type, "Reshape") == 0 && n->n_in >= 2) {
+            st = adjust_reshape_batch(s, stp, decl_n, new_n, &stp->owned);
+            if (st) goto fail;
+        }
+        st = n->def->infer(c);
+        if (st) goto fail;
+        for (int k = 0; k < n->n_out; k++) {
+            stx_tensor *t = c->out[k];
+            if (!t) continue;
+            int64_t cnt;
+            if (!stx__numel_checked(t->dims, t->rank, &cnt) || stx_dtype_size(t->dtype) == 0) {
+                char sb[128];
+                st = stx__errf(ce, STX_E_SHAPE, "node '%s' (%s): invalid output %d shape %s",
+                               n->name, n->op_type, k, stx__shape_str(t->dims, t->rank, sb, sizeof sb));
+                goto fail;
+            }
+            set_nbytes(t);
+        }
+        if (all_const || shape_only_op(n)) {
+            /* Fold now: outputs get their own storage owned by the session. */
+            for (int k = 0; k < n->n_out; k++) {
+                stx_tensor *t = c->out[k];
+                if (!t) continue;
+                t->data = stx__calloc(ctx, 1, t->nbytes ? t->nbytes : 1);
+                if (!t->data) {
+                    st = stx__errf(ce, STX_E_NOMEM, "out of memory");
+                    goto fail;
+                }
+                t->owns = true;
+                s->kind[n->out[k]] = STX_VK_FOLDED;
+            }
+            void *state = NULL;
+            if (n->def->prepare) st = n->def->prepare(c, &state);
+            c->state = state;
+            if (!st) st = n->def->forward(c);
+            if (n->def->release && state) n->def->release(state);
+            c->state = NULL;
+            stx_tensor_free(stp->owned);
+            stp->owned = NULL;
+            if (st) goto fail;
+            continue;
+        }
+        for (int k = 0; k < n->n_out; k++)
+            if (n->out[k] >= 0) s->kind[n->out[k]] = STX_VK_RUNTIME;
+        if (n->def->macs) s->macs += n->def->macs(c);
+        s->n_steps++;
+    }
+    for (int k = 0; k < g->n_outputs; k++) {
+        int v = g->outputs[k];
+        if (s->kind[v] == STX_VK_UNUSED) {
+            st = stx__errf(ce, STX_E_INTERNAL, "graph output '%s' not computed", g->values[v].name);
+            goto fail;
+        }
+    }
+    st = plan_memory(s);
+    if (st) {
+        stx__errf(ce, st, "%s", s->err.msg);
+        goto fail;
+    }
+    for (int i = 0; i < s->n_steps; i++) {
+        stx_step *stp = &s->steps[i];
+        if (!stp->c.node->def->prepare) continue;
+        st = stp->c.node->def->prepare(&stp->c, &stp->state);
+        stp->c.state = stp->state;
+        if (st) goto fail;
+    }
+    *out = s;
+    return STX_OK;
+fail:
+    if (s->steps) s->n_steps += s->steps[s->n_steps].owned != NULL; /* free a pending one */
+    stx_session_free(s);
+    return st;
+}
+
+void stx_session_free(stx_session *s) {
+    if (!s) return;
+    stx_context *ctx = s->ctx;
+    if (s->steps)
+        for (int i = 0; i < s->n_steps; i++) {
+            stx_step *stp = &s->steps[i];
+            if (stp->state && stp->c.node->def->release) stp->c.node->def->release(stp->state);
+            stx_tensor_free(stp->owned);
+        }
+    if (s->vals)
+        for (int v = 0; v < s->nv; v++)
+            if (s->kind && s->kind[v] == STX_VK_FOLDED && s->vals[v].owns)
+                stx__free(ctx, s->vals[v].data);
+    stx__free(ctx, s->arena);
+    stx__free(ctx, s->vals);
+    stx__free(ctx, s->kind);
+    stx__free(ctx, s->keep);
+    stx__free(ctx, s->steps);
+    stx__free(ctx, s->ptrs);
+    stx__free(ctx, s->inputs);
+    stx__free(ctx, s);
+}
+
+const char *stx_session_last_error(const stx_session *s) { return s ? s->err.msg : ""; }
+
+stx_status stx_session_run(stx_session *s, const stx_tensor *input, stx_tensor **output) {
+    if (!s || !input) return STX_E_INVALID;
+    stx_status st = stx_session_run_multi(s, 1, &input);
+    if (st == STX_OK && output) *output = &s->vals[s->m->g.outputs[0]];
+    return st;
+}
+
+static stx_status check_input(stx_session *s, int i, const stx_tensor *input) {
+    stx_tensor *in = &s->vals[s->inputs[i]];
+    const char *name = s->m->g.values[s->inputs[i]].name;
+    char a[128], b[128];
+    bool same = input && input->rank == in->rank && input->dtype == in->dtype;
+    for (int k = 0; same && k < in->rank; k++) same = input->dims[k] == in->dims[k];
+    if (!input) return stx__errf(&s->err, STX_E_INVALID, "input '%s' missing", name);
+    if (!same)
+        return stx__errf(&s->err, STX_E_SHAPE, "input '%s': expected %s %s, got %s %s", name,
+                         stx_dtype_name(in->dtype), stx__shape_str(in->dims, in->rank, a, sizeof a),
+                         stx_dtype_name(input->dtype),
+                         stx__shape_str(input->dims, input->rank, b, sizeof b));
+    if (input->dtype == STX_DTYPE_FLOAT) {
+        const float *x = input->data;
+        int64_t n = stx__numel(input->dims, input->rank);
+        for (int64_t j = 0; j < n; j++)
+            if (!isfinite(x[j]))
+                return stx__errf(&s->err, STX_E_NUMERIC,
+                                 "input '%s' holds a non-finite value (%g) at flat index %lld", name,
+                                 (double)x[j], (long long)j);
+    }
+    return STX_OK;
+}
+
+stx_status stx_session_run_multi(stx_session *s, int n_inputs, const stx_tensor *const *inputs) {
+    if (!s || (n_inputs > 0 && !inputs)) return STX_E_INVALID;
+    if (n_inputs != s->n_inputs)
+        return stx__errf(&s->err, STX_E_INVALID, "model has %d input(s), %d given", s->n_inputs,
+                         n_inputs);
+    for (int i = 0; i < n_inputs; i++) {
+        stx_status st = check_input(s, i, inputs[i]);
+        if (st) return st;
+    }
+    /* Inputs are read in place: ops never write their inputs. */
+    for (int i = 0; i < n_inputs; i++) s->vals[s->inputs[i]].data = (void *)inputs[i]->data;
+    stx__set_threads(s->nthreads);
+    stx_status st = STX_OK;
+    for (int i = 0; i < s->n_steps && !st; i++) {
+        stx_step *stp = &s->steps[i];
+        stp->c.err = &s->err;
+        st = stp->c.node->def->forward(&stp->c);
+    }
+    for (int i = 0; i < n_inputs; i++) s->vals[s->inputs[i]].data = NULL;
+    return st;
+}
+
+int stx_session_num_outputs(const stx_session *s) { return s->m->g.n_outputs; }
+stx_tensor *stx_session_output(stx_session *s, int i) {
+    if (i < 0 || i >= s->m->g.n_outputs) return NULL;
+    return &s->vals[s->m->g.outputs[i]];
+}
+
+stx_status stx_session_tensor_shape(const stx_session *s, const char *name,
+                                    int64_t shape[STX_MAX_RANK], int *rank) {
+    int v = stx__session_lookup(s, name);
+    if (v < 0 || s->kind[v] == STX_VK_UNUSED) return STX_E_NOTFOUND;
+    *rank = s->vals[v].rank;
+    for (int k = 0; k < s->vals[v].rank; k++) shape[k] = s->vals[v].dims[k];
+    return STX_OK;
+}
+
+int64_t stx_session_macs(const stx_session *s) { return s->macs; }

@@ -1,0 +1,2 @@
+/* unit_tests.c: placeholder, filled below. */
+int main(void) { return 0; }
