@@ -95,7 +95,8 @@ int cmd_info(int argc, char **argv) {
             int64_t d[STX_MAX_RANK];
             int r;
             buf[0] = '\0';
-            if (s && stx_session_tensor_shape(s, t, d, &r) == STX_OK) shape_str(d, r, buf, sizeof buf);
+            if (s && stx_session_tensor_shape(s, t, d, &r) == STX_OK)
+                shape_str(d, r, buf, sizeof buf);
             printf("  %-36s %-40s %s\n", name, t, buf);
         }
     }

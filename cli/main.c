@@ -67,14 +67,15 @@ double cli_now_ms(void) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "stx %s: spatio-temporal explanations for video models\n\n"
-               "usage: stx <command> [options]\n\n"
-               "commands:\n"
-               "  info MODEL [--input-shape N,C,T,H,W]   inputs, outputs, parameters, MACs, modules\n"
-               "  run MODEL INPUT.npy [-o OUT.npy] [--topk K] [--threads N] [--repeat R]\n"
-               "                                         forward pass, top-K classes\n"
-               "  version                                print the version\n\n"
-               "Run 'stx <command> --help' for a command's options.\n",
+    fprintf(f,
+            "stx %s: spatio-temporal explanations for video models\n\n"
+            "usage: stx <command> [options]\n\n"
+            "commands:\n"
+            "  info MODEL [--input-shape N,C,T,H,W]   inputs, outputs, parameters, MACs, modules\n"
+            "  run MODEL INPUT.npy [-o OUT.npy] [--topk K] [--threads N] [--repeat R]\n"
+            "                                         forward pass, top-K classes\n"
+            "  version                                print the version\n\n"
+            "Run 'stx <command> --help' for a command's options.\n",
             stx_version());
 }
 

@@ -105,8 +105,8 @@ typedef struct stx_allocator {
 } stx_allocator;
 
 typedef struct stx_context_options {
-    size_t size;       /* sizeof(stx_context_options), set by the default getter */
-    int num_threads;   /* 0: STX_NUM_THREADS from the environment, else all cores */
+    size_t size;             /* sizeof(stx_context_options), set by the default getter */
+    int num_threads;         /* 0: STX_NUM_THREADS from the environment, else all cores */
     stx_allocator allocator; /* alloc == NULL: the system allocator */
 } stx_context_options;
 
@@ -149,8 +149,8 @@ typedef struct stx_model_options {
 STX_API stx_model_options stx_model_options_default(void);
 /* Loads an ONNX model (external-data files are looked up beside it). Fails with a message
  * naming the node and attribute when an operator or attribute is not supported. */
-STX_API stx_status stx_model_load(stx_context *ctx, const char *path,
-                                  const stx_model_options *opt, stx_model **out);
+STX_API stx_status stx_model_load(stx_context *ctx, const char *path, const stx_model_options *opt,
+                                  stx_model **out);
 STX_API void stx_model_free(stx_model *m);
 
 STX_API int stx_model_opset(const stx_model *m);
@@ -185,10 +185,14 @@ typedef struct stx_session stx_session;
 
 typedef struct stx_session_options {
     size_t size;
-    int num_threads;    /* 0: the context's */
-    int use_dnnl;       /* 1 (default): oneDNN kernels for heavy ops; 0: reference kernels */
-    int fuse;           /* 1 (default): fold BatchNorm, fuse activations and residual adds */
+    int num_threads;         /* 0: the context's */
+    int use_dnnl;            /* 1 (default): oneDNN kernels for heavy ops; 0: reference kernels */
+    int fuse;                /* 1 (default): fold BatchNorm, fuse activations and residual adds */
     const char *const *keep; /* NULL-terminated tensor names that must stay observable */
+    /* NULL, or one entry per graph input: a non-NULL entry fixes that input's value at plan time
+     * (copied), as needed when a model takes shapes, axes or indices as inputs. The run still
+     * receives that input and checks its shape. */
+    const stx_tensor *const *fixed_inputs;
 } stx_session_options;
 
 STX_API stx_session_options stx_session_options_default(void);

@@ -71,5 +71,9 @@ void stx_context_free(stx_context *ctx) {
         stx__free(NULL, ctx);
 }
 
-const char *stx_context_last_error(const stx_context *ctx) { return ctx ? ctx->err.msg : ""; }
-int stx_context_num_threads(const stx_context *ctx) { return ctx ? ctx->num_threads : 1; }
+const char *stx_context_last_error(const stx_context *ctx) {
+    return ctx ? ctx->err.msg : "";
+}
+int stx_context_num_threads(const stx_context *ctx) {
+    return ctx ? ctx->num_threads : 1;
+}

@@ -10,14 +10,22 @@
 
 static const char *npy_descr(stx_dtype t) {
     switch (t) {
-    case STX_DTYPE_FLOAT: return "<f4";
-    case STX_DTYPE_DOUBLE: return "<f8";
-    case STX_DTYPE_INT64: return "<i8";
-    case STX_DTYPE_INT32: return "<i4";
-    case STX_DTYPE_UINT8: return "|u1";
-    case STX_DTYPE_INT8: return "|i1";
-    case STX_DTYPE_BOOL: return "|b1";
-    default: return NULL;
+    case STX_DTYPE_FLOAT:
+        return "<f4";
+    case STX_DTYPE_DOUBLE:
+        return "<f8";
+    case STX_DTYPE_INT64:
+        return "<i8";
+    case STX_DTYPE_INT32:
+        return "<i4";
+    case STX_DTYPE_UINT8:
+        return "|u1";
+    case STX_DTYPE_INT8:
+        return "|i1";
+    case STX_DTYPE_BOOL:
+        return "|b1";
+    default:
+        return NULL;
     }
 }
 
@@ -66,7 +74,8 @@ static stx_status parse_header(stx_err *e, const char *path, const char *hdr, st
                          "int8 or bool, little-endian)",
                          path, descr);
     v = dict_value(hdr, "fortran_order");
-    if (!v) return stx__errf(e, STX_E_FORMAT, "%s: malformed .npy header (no 'fortran_order')", path);
+    if (!v)
+        return stx__errf(e, STX_E_FORMAT, "%s: malformed .npy header (no 'fortran_order')", path);
     if (strncmp(v, "False", 5) != 0)
         return stx__errf(e, STX_E_UNSUPPORTED, "%s: Fortran-ordered .npy arrays are not supported",
                          path);
@@ -157,8 +166,9 @@ stx_status stx_tensor_load_npy(stx_context *ctx, const char *path, stx_tensor **
     uint64_t need = (uint64_t)n * stx_dtype_size(dt);
     if (end < pos || (uint64_t)(end - pos) < need) {
         char sb[128];
-        st = stx__errf(e, STX_E_FORMAT, "%s: truncated .npy data (shape %s %s needs %llu bytes, file has %ld)",
-                       path, stx__shape_str(dims, rank, sb, sizeof sb), stx_dtype_name(dt),
+        st = stx__errf(e, STX_E_FORMAT,
+                       "%s: truncated .npy data (shape %s %s needs %llu bytes, file has %ld)", path,
+                       stx__shape_str(dims, rank, sb, sizeof sb), stx_dtype_name(dt),
                        (unsigned long long)need, end - pos);
         goto done;
     }
@@ -219,7 +229,15 @@ stx_status stx_tensor_save_npy(stx_context *ctx, const stx_tensor *t, const char
         stx__free(ctx, tmp);
         return st;
     }
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
+    unsigned char pre[10] = {0x93,
+                             'N',
+                             'U',
+                             'M',
+                             'P',
+                             'Y',
+                             1,
+                             0,
+                             (unsigned char)(hlen & 0xff),
                              (unsigned char)(hlen >> 8)};
     int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, hlen, f) == hlen &&
              (t->nbytes == 0 || fwrite(t->data, 1, t->nbytes, f) == t->nbytes);

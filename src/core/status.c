@@ -108,26 +108,42 @@ bool stx__mul_size(size_t a, size_t b, size_t *out) {
 
 const char *stx_dtype_name(stx_dtype t) {
     switch (t) {
-    case STX_DTYPE_FLOAT: return "float32";
-    case STX_DTYPE_UINT8: return "uint8";
-    case STX_DTYPE_INT8: return "int8";
-    case STX_DTYPE_INT32: return "int32";
-    case STX_DTYPE_INT64: return "int64";
-    case STX_DTYPE_BOOL: return "bool";
-    case STX_DTYPE_DOUBLE: return "float64";
-    default: return "undefined";
+    case STX_DTYPE_FLOAT:
+        return "float32";
+    case STX_DTYPE_UINT8:
+        return "uint8";
+    case STX_DTYPE_INT8:
+        return "int8";
+    case STX_DTYPE_INT32:
+        return "int32";
+    case STX_DTYPE_INT64:
+        return "int64";
+    case STX_DTYPE_BOOL:
+        return "bool";
+    case STX_DTYPE_DOUBLE:
+        return "float64";
+    default:
+        return "undefined";
     }
 }
 
 size_t stx_dtype_size(stx_dtype t) {
     switch (t) {
-    case STX_DTYPE_FLOAT: return 4;
-    case STX_DTYPE_UINT8: return 1;
-    case STX_DTYPE_INT8: return 1;
-    case STX_DTYPE_INT32: return 4;
-    case STX_DTYPE_INT64: return 8;
-    case STX_DTYPE_BOOL: return 1;
-    case STX_DTYPE_DOUBLE: return 8;
-    default: return 0;
+    case STX_DTYPE_FLOAT:
+        return 4;
+    case STX_DTYPE_UINT8:
+        return 1;
+    case STX_DTYPE_INT8:
+        return 1;
+    case STX_DTYPE_INT32:
+        return 4;
+    case STX_DTYPE_INT64:
+        return 8;
+    case STX_DTYPE_BOOL:
+        return 1;
+    case STX_DTYPE_DOUBLE:
+        return 8;
+    default:
+        return 0;
     }
 }

@@ -93,9 +93,21 @@ void stx_tensor_free(stx_tensor *t) {
     stx__free(t->ctx, t);
 }
 
-stx_dtype stx_tensor_dtype(const stx_tensor *t) { return t->dtype; }
-int stx_tensor_rank(const stx_tensor *t) { return t->rank; }
-const int64_t *stx_tensor_shape(const stx_tensor *t) { return t->dims; }
-int64_t stx_tensor_numel(const stx_tensor *t) { return stx__numel(t->dims, t->rank); }
-void *stx_tensor_data(stx_tensor *t) { return t->data; }
-const void *stx_tensor_data_const(const stx_tensor *t) { return t->data; }
+stx_dtype stx_tensor_dtype(const stx_tensor *t) {
+    return t->dtype;
+}
+int stx_tensor_rank(const stx_tensor *t) {
+    return t->rank;
+}
+const int64_t *stx_tensor_shape(const stx_tensor *t) {
+    return t->dims;
+}
+int64_t stx_tensor_numel(const stx_tensor *t) {
+    return stx__numel(t->dims, t->rank);
+}
+void *stx_tensor_data(stx_tensor *t) {
+    return t->data;
+}
+const void *stx_tensor_data_const(const stx_tensor *t) {
+    return t->data;
+}

@@ -120,8 +120,7 @@ static stx_status plan_memory(stx_session *s) {
     if (!s->arena) {
         stx__free(s->ctx, r);
         stx__free(s->ctx, idx);
-        return stx__errf(&s->err, STX_E_NOMEM, "out of memory for %zu bytes of activations",
-                         total);
+        return stx__errf(&s->err, STX_E_NOMEM, "out of memory for %zu bytes of activations", total);
     }
     memset(s->arena, 0, total);
     for (int i = 0; i < nr; i++) s->vals[r[i].v].data = (char *)s->arena + r[i].off;
@@ -212,9 +211,10 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
         int rank = ranks[i];
         char a[128], b[128];
         if (in->rank >= 0 && in->rank != rank) {
-            st = stx__errf(ce, STX_E_SHAPE, "input '%s' has rank %d in the model (%s), got shape %s",
-                           in->name, in->rank, stx__shape_str(in->dims, in->rank, a, sizeof a),
-                           stx__shape_str(input_shape, rank, b, sizeof b));
+            st =
+                stx__errf(ce, STX_E_SHAPE, "input '%s' has rank %d in the model (%s), got shape %s",
+                          in->name, in->rank, stx__shape_str(in->dims, in->rank, a, sizeof a),
+                          stx__shape_str(input_shape, rank, b, sizeof b));
             goto fail;
         }
         for (int k = 0; k < rank; k++) {
@@ -232,6 +232,24 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
         for (int k = 0; k < rank; k++) t->dims[k] = input_shape[k];
         set_nbytes(t);
         s->kind[iv] = STX_VK_INPUT;
+        const stx_tensor *fx = o.fixed_inputs ? o.fixed_inputs[i] : NULL;
+        if (fx) {
+            bool same = fx->rank == rank && fx->dtype == t->dtype;
+            for (int k = 0; same && k < rank; k++) same = fx->dims[k] == input_shape[k];
+            if (!same) {
+                st = stx__errf(ce, STX_E_SHAPE,
+                               "fixed value of input '%s' does not match its shape", in->name);
+                goto fail;
+            }
+            t->data = stx__malloc(ctx, t->nbytes ? t->nbytes : 1);
+            if (!t->data) {
+                st = stx__errf(ce, STX_E_NOMEM, "out of memory");
+                goto fail;
+            }
+            if (t->nbytes) memcpy(t->data, fx->data, t->nbytes);
+            t->owns = true;
+            s->kind[iv] = STX_VK_FOLDED;
+        }
     }
     int64_t decl_n = g->values[g->inputs[0]].rank > 0 ? g->values[g->inputs[0]].dims[0] : -1;
     int64_t new_n = ranks[0] > 0 ? shapes[0][0] : 1;
@@ -280,7 +298,8 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             if (!stx__numel_checked(t->dims, t->rank, &cnt) || stx_dtype_size(t->dtype) == 0) {
                 char sb[128];
                 st = stx__errf(ce, STX_E_SHAPE, "node '%s' (%s): invalid output %d shape %s",
-                               n->name, n->op_type, k, stx__shape_str(t->dims, t->rank, sb, sizeof sb));
+                               n->name, n->op_type, k,
+                               stx__shape_str(t->dims, t->rank, sb, sizeof sb));
                 goto fail;
             }
             set_nbytes(t);
@@ -364,7 +383,9 @@ void stx_session_free(stx_session *s) {
     stx__free(ctx, s);
 }
 
-const char *stx_session_last_error(const stx_session *s) { return s ? s->err.msg : ""; }
+const char *stx_session_last_error(const stx_session *s) {
+    return s ? s->err.msg : "";
+}
 
 stx_status stx_session_run(stx_session *s, const stx_tensor *input, stx_tensor **output) {
     if (!s || !input) return STX_E_INVALID;
@@ -391,8 +412,8 @@ static stx_status check_input(stx_session *s, int i, const stx_tensor *input) {
         for (int64_t j = 0; j < n; j++)
             if (!isfinite(x[j]))
                 return stx__errf(&s->err, STX_E_NUMERIC,
-                                 "input '%s' holds a non-finite value (%g) at flat index %lld", name,
-                                 (double)x[j], (long long)j);
+                                 "input '%s' holds a non-finite value (%g) at flat index %lld",
+                                 name, (double)x[j], (long long)j);
     }
     return STX_OK;
 }
@@ -406,8 +427,10 @@ stx_status stx_session_run_multi(stx_session *s, int n_inputs, const stx_tensor 
         stx_status st = check_input(s, i, inputs[i]);
         if (st) return st;
     }
-    /* Inputs are read in place: ops never write their inputs. */
-    for (int i = 0; i < n_inputs; i++) s->vals[s->inputs[i]].data = (void *)inputs[i]->data;
+    /* Inputs are read in place: ops never write their inputs. Fixed inputs keep their copy. */
+    for (int i = 0; i < n_inputs; i++)
+        if (s->kind[s->inputs[i]] == STX_VK_INPUT)
+            s->vals[s->inputs[i]].data = (void *)inputs[i]->data;
     stx__set_threads(s->nthreads);
     stx_status st = STX_OK;
     for (int i = 0; i < s->n_steps && !st; i++) {
@@ -415,11 +438,14 @@ stx_status stx_session_run_multi(stx_session *s, int n_inputs, const stx_tensor 
         stp->c.err = &s->err;
         st = stp->c.node->def->forward(&stp->c);
     }
-    for (int i = 0; i < n_inputs; i++) s->vals[s->inputs[i]].data = NULL;
+    for (int i = 0; i < n_inputs; i++)
+        if (s->kind[s->inputs[i]] == STX_VK_INPUT) s->vals[s->inputs[i]].data = NULL;
     return st;
 }
 
-int stx_session_num_outputs(const stx_session *s) { return s->m->g.n_outputs; }
+int stx_session_num_outputs(const stx_session *s) {
+    return s->m->g.n_outputs;
+}
 stx_tensor *stx_session_output(stx_session *s, int i) {
     if (i < 0 || i >= s->m->g.n_outputs) return NULL;
     return &s->vals[s->m->g.outputs[i]];
@@ -434,4 +460,6 @@ stx_status stx_session_tensor_shape(const stx_session *s, const char *name,
     return STX_OK;
 }
 
-int64_t stx_session_macs(const stx_session *s) { return s->macs; }
+int64_t stx_session_macs(const stx_session *s) {
+    return s->macs;
+}

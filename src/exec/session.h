@@ -26,17 +26,17 @@ struct stx_session {
     int nthreads;
     int use_dnnl, fuse;
     int nv;
-    stx_tensor *vals;     /* per graph value: planned tensor (header + data pointer) */
-    uint8_t *kind;        /* stx_value_kind per value */
-    uint8_t *keep;        /* values that must stay observable (live to the end) */
+    stx_tensor *vals; /* per graph value: planned tensor (header + data pointer) */
+    uint8_t *kind;    /* stx_value_kind per value */
+    uint8_t *keep;    /* values that must stay observable (live to the end) */
     int n_steps;
     stx_step *steps;
-    stx_tensor **ptrs;    /* storage behind the steps' in/out pointer arrays */
+    stx_tensor **ptrs; /* storage behind the steps' in/out pointer arrays */
     void *arena;
     size_t arena_size;
     int64_t macs;
     int n_inputs;
-    int *inputs;          /* value indices of the graph inputs */
+    int *inputs; /* value indices of the graph inputs */
 };
 
 /* Value index for a tensor name or module path; -1 when unknown. */

@@ -170,31 +170,31 @@ int stx__attr_floats(const stx_node *n, const char *name, const float **v) {
 
 /* ---- module scopes ------------------------------------------------------------------------ */
 
-/* PyTorch's exporter (1.13+) names nodes "/scope/.../OpName[_k]" where each scope component is
- * either a module's full dotted path ("layer4.1") or its attribute name relative to the parent
- * ("relu"). We rebuild the full dotted path of the innermost module. */
+/* PyTorch's exporter (1.13+) names nodes "/scope/.../OpName[_k]". A scope component is the
+ * module's attribute name in its parent ("relu"), except that children of containers carry their
+ * parent's component as a prefix ("layer4" -> "layer4.1", "conv1" -> "conv1.0"). We rebuild the
+ * full dotted path of the innermost module: a component that starts with the previous component
+ * plus '.' replaces it, any other is appended. */
 char *stx__scope_from_node_name(stx_context *ctx, const char *name) {
     size_t len = name ? strlen(name) : 0;
     char *out = stx__malloc(ctx, len + 1);
     if (!out) return NULL;
     out[0] = '\0';
     if (!name || name[0] != '/') return out;
-    const char *last = strrchr(name, '/'); /* component after it is the op name */
+    const char *last = strrchr(name, '/'); /* the component after it is the op name */
     const char *p = name + 1;
-    size_t olen = 0;
+    size_t olen = 0, prev_start = 0; /* out[prev_start..olen) is the previous component */
     while (p < last) {
         const char *q = strchr(p, '/');
-        size_t clen = (size_t)(q - p);
+        size_t clen = (size_t)(q - p), plen = olen - prev_start;
         if (clen > 0) {
-            /* Full path form: component starts with the current path followed by '.' */
-            if (olen > 0 && clen > olen && strncmp(p, out, olen) == 0 && p[olen] == '.') {
-                memcpy(out, p, clen);
-                olen = clen;
-            } else if (olen == 0) {
-                memcpy(out, p, clen);
-                olen = clen;
+            if (olen > 0 && clen > plen && strncmp(p, out + prev_start, plen) == 0 &&
+                p[plen] == '.') {
+                memcpy(out + prev_start, p, clen); /* "layer4" -> "layer4.1" */
+                olen = prev_start + clen;
             } else {
-                out[olen++] = '.';
+                if (olen > 0) out[olen++] = '.';
+                prev_start = olen;
                 memcpy(out + olen, p, clen);
                 olen += clen;
             }

@@ -28,7 +28,7 @@ typedef struct stx_attr {
     float f;
     int64_t i;
     char *s;
-    int n;         /* number of elements in floats/ints/strings */
+    int n; /* number of elements in floats/ints/strings */
     float *floats;
     int64_t *ints;
     char **strings;
@@ -37,11 +37,11 @@ typedef struct stx_attr {
 
 typedef struct stx_value {
     char *name;
-    stx_dtype dtype;   /* STX_DTYPE_UNDEFINED when not declared */
-    int rank;          /* -1: unknown */
+    stx_dtype dtype;            /* STX_DTYPE_UNDEFINED when not declared */
+    int rank;                   /* -1: unknown */
     int64_t dims[STX_MAX_RANK]; /* < 0: symbolic/unknown */
-    stx_tensor *data;  /* initialiser or Constant output, else NULL */
-    int producer;      /* node index, -1 for inputs and initialisers */
+    stx_tensor *data;           /* initialiser or Constant output, else NULL */
+    int producer;               /* node index, -1 for inputs and initialisers */
 } stx_value;
 
 struct stx_op_def;
@@ -60,8 +60,8 @@ typedef struct stx_node {
 } stx_node;
 
 typedef struct stx_module {
-    char *path;  /* "layer4" */
-    int value;   /* its output value (output of the module's last node) */
+    char *path; /* "layer4" */
+    int value;  /* its output value (output of the module's last node) */
 } stx_module;
 
 typedef struct stx_graph {
@@ -71,9 +71,9 @@ typedef struct stx_graph {
     int n_nodes, cap_nodes;
     stx_node *nodes;
     int n_inputs, n_outputs;
-    int *inputs;  /* graph inputs that are not initialisers */
+    int *inputs; /* graph inputs that are not initialisers */
     int *outputs;
-    int opset;    /* default-domain opset */
+    int opset; /* default-domain opset */
     char *producer;
     int n_meta;
     char **meta_keys, **meta_vals;

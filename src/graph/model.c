@@ -23,8 +23,6 @@ stx_status stx_model_load(stx_context *ctx, const char *path, const stx_model_op
     m->path = stx__strdup(ctx, path);
     stx_status st = m->path ? stx__onnx_load_graph(ctx, path, &m->g, &ctx->err)
                             : stx__errf(&ctx->err, STX_E_NOMEM, "out of memory");
-    if (st == STX_OK && m->g.n_inputs == 0)
-        st = stx__errf(&ctx->err, STX_E_FORMAT, "%s: model has no (non-initializer) input", path);
     if (st) {
         stx_model_free(m);
         return st;
@@ -41,9 +39,15 @@ void stx_model_free(stx_model *m) {
     stx__free(ctx, m);
 }
 
-int stx_model_opset(const stx_model *m) { return m->g.opset; }
-int stx_model_num_inputs(const stx_model *m) { return m->g.n_inputs; }
-int stx_model_num_outputs(const stx_model *m) { return m->g.n_outputs; }
+int stx_model_opset(const stx_model *m) {
+    return m->g.opset;
+}
+int stx_model_num_inputs(const stx_model *m) {
+    return m->g.n_inputs;
+}
+int stx_model_num_outputs(const stx_model *m) {
+    return m->g.n_outputs;
+}
 const char *stx_model_input_name(const stx_model *m, int i) {
     return (i >= 0 && i < m->g.n_inputs) ? m->g.values[m->g.inputs[i]].name : NULL;
 }
@@ -83,7 +87,9 @@ int64_t stx_model_num_parameters(const stx_model *m) {
     return n;
 }
 
-int stx_model_num_nodes(const stx_model *m) { return m->g.n_nodes; }
+int stx_model_num_nodes(const stx_model *m) {
+    return m->g.n_nodes;
+}
 
 const char *stx_model_metadata(const stx_model *m, const char *key) {
     for (int i = 0; i < m->g.n_meta; i++)
@@ -91,8 +97,12 @@ const char *stx_model_metadata(const stx_model *m, const char *key) {
     return NULL;
 }
 
-const char *stx_model_producer(const stx_model *m) { return m->g.producer; }
-int stx_model_num_modules(const stx_model *m) { return m->g.n_modules; }
+const char *stx_model_producer(const stx_model *m) {
+    return m->g.producer;
+}
+int stx_model_num_modules(const stx_model *m) {
+    return m->g.n_modules;
+}
 const char *stx_model_module_name(const stx_model *m, int i) {
     return (i >= 0 && i < m->g.n_modules) ? m->g.modules[i].path : NULL;
 }

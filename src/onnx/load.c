@@ -17,8 +17,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void *pb_alloc(void *data, size_t size) { return stx__malloc((stx_context *)data, size); }
-static void pb_free(void *data, void *p) { stx__free((stx_context *)data, p); }
+static void *pb_alloc(void *data, size_t size) {
+    return stx__malloc((stx_context *)data, size);
+}
+static void pb_free(void *data, void *p) {
+    stx__free((stx_context *)data, p);
+}
 
 typedef struct {
     stx_context *ctx;
@@ -35,15 +39,17 @@ static bool dtype_supported(int32_t t) {
     case STX_DTYPE_INT32:
     case STX_DTYPE_INT64:
     case STX_DTYPE_BOOL:
-    case STX_DTYPE_DOUBLE: return true;
-    default: return false;
+    case STX_DTYPE_DOUBLE:
+        return true;
+    default:
+        return false;
     }
 }
 
 static const char *onnx_dtype_name(int32_t t) {
-    static const char *names[] = {"UNDEFINED", "FLOAT",  "UINT8",  "INT8",   "UINT16",
-                                  "INT16",     "INT32",  "INT64",  "STRING", "BOOL",
-                                  "FLOAT16",   "DOUBLE", "UINT32", "UINT64", "COMPLEX64",
+    static const char *names[] = {"UNDEFINED",  "FLOAT",   "UINT8",  "INT8",   "UINT16",
+                                  "INT16",      "INT32",   "INT64",  "STRING", "BOOL",
+                                  "FLOAT16",    "DOUBLE",  "UINT32", "UINT64", "COMPLEX64",
                                   "COMPLEX128", "BFLOAT16"};
     if (t >= 0 && t < (int32_t)(sizeof names / sizeof names[0])) return names[t];
     return "unknown";
@@ -85,9 +91,10 @@ static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tn
                          "%s: tensor '%s': external data location '%s' leaves the model's folder",
                          L->path, tname, loc);
     if (has_len && length != nbytes)
-        return stx__errf(L->e, STX_E_FORMAT,
-                         "%s: tensor '%s': external length %llu does not match its shape (%zu bytes)",
-                         L->path, tname, (unsigned long long)length, nbytes);
+        return stx__errf(
+            L->e, STX_E_FORMAT,
+            "%s: tensor '%s': external length %llu does not match its shape (%zu bytes)", L->path,
+            tname, (unsigned long long)length, nbytes);
     const char *slash = strrchr(L->path, '/');
     size_t dlen = slash ? (size_t)(slash - L->path) + 1 : 0;
     size_t plen = dlen + strlen(loc) + 1;
@@ -160,8 +167,8 @@ static stx_status convert_tensor(loader *L, Onnx__TensorProto *tp, stx_tensor **
         return stx__errf(L->e, STX_E_UNSUPPORTED, "%s: tensor '%s' has unsupported data type %s",
                          L->path, tname, onnx_dtype_name(tp->data_type));
     if (tp->n_dims > STX_MAX_RANK)
-        return stx__errf(L->e, STX_E_UNSUPPORTED, "%s: tensor '%s' has rank %zu (max %d)",
-                         L->path, tname, tp->n_dims, STX_MAX_RANK);
+        return stx__errf(L->e, STX_E_UNSUPPORTED, "%s: tensor '%s' has rank %zu (max %d)", L->path,
+                         tname, tp->n_dims, STX_MAX_RANK);
     if (tp->segment)
         return stx__errf(L->e, STX_E_UNSUPPORTED, "%s: tensor '%s' is segmented", L->path, tname);
     int64_t n;
@@ -171,10 +178,11 @@ static stx_status convert_tensor(loader *L, Onnx__TensorProto *tp, stx_tensor **
     stx_dtype dt = (stx_dtype)tp->data_type;
     size_t es = stx_dtype_size(dt);
     uint64_t nbytes = (uint64_t)n * es;
-    bool external = tp->has_data_location &&
-                    tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    bool external =
+        tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     /* Limits before allocating: inline data must fit in the file itself. */
-    if (!external && nbytes > L->file_size + 64 && !(tp->has_raw_data && tp->raw_data.len == nbytes))
+    if (!external && nbytes > L->file_size + 64 &&
+        !(tp->has_raw_data && tp->raw_data.len == nbytes))
         return stx__errf(L->e, STX_E_FORMAT,
                          "%s: tensor '%s' declares %llu bytes, more than the file holds", L->path,
                          tname, (unsigned long long)nbytes);
@@ -222,10 +230,18 @@ static stx_status convert_tensor(loader *L, Onnx__TensorProto *tp, stx_tensor **
     /* Typed fields. */
     size_t have;
     switch (dt) {
-    case STX_DTYPE_FLOAT: have = tp->n_float_data; break;
-    case STX_DTYPE_DOUBLE: have = tp->n_double_data; break;
-    case STX_DTYPE_INT64: have = tp->n_int64_data; break;
-    default: have = tp->n_int32_data; break; /* int32, int8, uint8, bool */
+    case STX_DTYPE_FLOAT:
+        have = tp->n_float_data;
+        break;
+    case STX_DTYPE_DOUBLE:
+        have = tp->n_double_data;
+        break;
+    case STX_DTYPE_INT64:
+        have = tp->n_int64_data;
+        break;
+    default:
+        have = tp->n_int32_data;
+        break; /* int32, int8, uint8, bool */
     }
     if (have != (uint64_t)n)
         return stx__errf(L->e, STX_E_FORMAT, "%s: tensor '%s' has %zu values, its shape needs %lld",
@@ -234,14 +250,29 @@ static stx_status convert_tensor(loader *L, Onnx__TensorProto *tp, stx_tensor **
     if (!t) return stx__errf(L->e, STX_E_NOMEM, "out of memory for tensor '%s'", tname);
     for (int64_t i = 0; i < n; i++) {
         switch (dt) {
-        case STX_DTYPE_FLOAT: ((float *)t->data)[i] = tp->float_data[i]; break;
-        case STX_DTYPE_DOUBLE: ((double *)t->data)[i] = tp->double_data[i]; break;
-        case STX_DTYPE_INT64: ((int64_t *)t->data)[i] = tp->int64_data[i]; break;
-        case STX_DTYPE_INT32: ((int32_t *)t->data)[i] = tp->int32_data[i]; break;
-        case STX_DTYPE_INT8: ((int8_t *)t->data)[i] = (int8_t)tp->int32_data[i]; break;
-        case STX_DTYPE_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)tp->int32_data[i]; break;
-        case STX_DTYPE_BOOL: ((uint8_t *)t->data)[i] = tp->int32_data[i] != 0; break;
-        default: break;
+        case STX_DTYPE_FLOAT:
+            ((float *)t->data)[i] = tp->float_data[i];
+            break;
+        case STX_DTYPE_DOUBLE:
+            ((double *)t->data)[i] = tp->double_data[i];
+            break;
+        case STX_DTYPE_INT64:
+            ((int64_t *)t->data)[i] = tp->int64_data[i];
+            break;
+        case STX_DTYPE_INT32:
+            ((int32_t *)t->data)[i] = tp->int32_data[i];
+            break;
+        case STX_DTYPE_INT8:
+            ((int8_t *)t->data)[i] = (int8_t)tp->int32_data[i];
+            break;
+        case STX_DTYPE_UINT8:
+            ((uint8_t *)t->data)[i] = (uint8_t)tp->int32_data[i];
+            break;
+        case STX_DTYPE_BOOL:
+            ((uint8_t *)t->data)[i] = tp->int32_data[i] != 0;
+            break;
+        default:
+            break;
         }
     }
     *out = t;
@@ -255,7 +286,12 @@ static stx_status set_value_info(loader *L, stx_graph *g, Onnx__ValueInfoProto *
     if (v < 0) return stx__errf(L->e, STX_E_NOMEM, "out of memory");
     *vout = v;
     stx_value *val = &g->values[v];
-    if (!vi->type || vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) return STX_OK;
+    if (!vi->type) return STX_OK;
+    if (vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE)
+        return stx__errf(L->e, STX_E_UNSUPPORTED,
+                         "%s: '%s' is not a tensor (sequence, map and optional types are not "
+                         "supported)",
+                         L->path, vi->name);
     Onnx__TypeProto__Tensor *tt = vi->type->tensor_type;
     if (tt->has_elem_type) val->dtype = (stx_dtype)tt->elem_type;
     if (tt->shape) {
@@ -273,8 +309,7 @@ static stx_status set_value_info(loader *L, stx_graph *g, Onnx__ValueInfoProto *
     return STX_OK;
 }
 
-static stx_status convert_attr(loader *L, const char *node, Onnx__AttributeProto *ap,
-                               stx_attr *a) {
+static stx_status convert_attr(loader *L, const char *node, Onnx__AttributeProto *ap, stx_attr *a) {
     stx_context *ctx = L->ctx;
     a->name = stx__strdup(ctx, ap->name);
     if (!a->name) return stx__errf(L->e, STX_E_NOMEM, "out of memory");
@@ -327,8 +362,12 @@ static stx_status convert_attr(loader *L, const char *node, Onnx__AttributeProto
         }
         break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH:
-    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS: a->type = STX_ATTR_GRAPH; break;
-    default: a->type = STX_ATTR_OTHER; break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS:
+        a->type = STX_ATTR_GRAPH;
+        break;
+    default:
+        a->type = STX_ATTR_OTHER;
+        break;
     }
     return STX_OK;
 }
@@ -388,8 +427,12 @@ static stx_status convert_model(loader *L, Onnx__ModelProto *mp, stx_graph *g) {
         if (!o->domain || !*o->domain || strcmp(o->domain, "ai.onnx") == 0)
             g->opset = (int)o->version;
     }
-    if (g->opset == 0)
-        return stx__errf(L->e, STX_E_FORMAT, "%s: model imports no default-domain opset", L->path);
+    for (size_t i = 0; i < gp->n_node && g->opset == 0; i++) {
+        const char *d = gp->node[i]->domain;
+        if (!d || !*d || strcmp(d, "ai.onnx") == 0)
+            return stx__errf(L->e, STX_E_FORMAT, "%s: model imports no default-domain opset",
+                             L->path);
+    }
     g->producer = stx__strdup(ctx, mp->producer_name);
     if (!g->producer) return stx__errf(L->e, STX_E_NOMEM, "out of memory");
     if (mp->n_metadata_props) {
@@ -449,8 +492,7 @@ static stx_status convert_model(loader *L, Onnx__ModelProto *mp, stx_graph *g) {
         if (!np->op_type || !*np->op_type)
             return stx__errf(L->e, STX_E_FORMAT, "%s: node %zu ('%s') has no op_type", L->path, i,
                              nn);
-        bool default_domain =
-            !np->domain || !*np->domain || strcmp(np->domain, "ai.onnx") == 0;
+        bool default_domain = !np->domain || !*np->domain || strcmp(np->domain, "ai.onnx") == 0;
         if (default_domain && strcmp(np->op_type, "Constant") == 0 && np->n_output == 1 &&
             np->output[0] && *np->output[0]) {
             int v = stx__graph_value(g, np->output[0]);
@@ -501,9 +543,8 @@ static stx_status convert_model(loader *L, Onnx__ModelProto *mp, stx_graph *g) {
                 return stx__errf(L->e, STX_E_FORMAT, "%s: tensor '%s' is produced twice", L->path,
                                  np->output[k]);
             if (is_input(g, v))
-                    return stx__errf(L->e, STX_E_FORMAT,
-                                     "%s: node '%s' writes graph input '%s'", L->path, n->name,
-                                     np->output[k]);
+                return stx__errf(L->e, STX_E_FORMAT, "%s: node '%s' writes graph input '%s'",
+                                 L->path, n->name, np->output[k]);
             g->values[v].producer = ni;
             n->out[k] = v;
         }
@@ -518,11 +559,12 @@ static stx_status convert_model(loader *L, Onnx__ModelProto *mp, stx_graph *g) {
         stx_status st = set_value_info(L, g, gp->output[i], &v);
         if (st) return st;
         if (!g->values[v].data && g->values[v].producer < 0 && !is_input(g, v))
-                return stx__errf(L->e, STX_E_FORMAT, "%s: graph output '%s' is never produced",
-                             L->path, gp->output[i]->name);
+            return stx__errf(L->e, STX_E_FORMAT, "%s: graph output '%s' is never produced", L->path,
+                             gp->output[i]->name);
         g->outputs[g->n_outputs++] = v;
     }
-    if (g->n_outputs == 0) return stx__errf(L->e, STX_E_FORMAT, "%s: graph has no outputs", L->path);
+    if (g->n_outputs == 0)
+        return stx__errf(L->e, STX_E_FORMAT, "%s: graph has no outputs", L->path);
     return STX_OK;
 }
 
@@ -541,7 +583,8 @@ static stx_status map_file(loader *L, const char *path, void **data, size_t *len
     }
     void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (p == MAP_FAILED) return stx__errf(L->e, STX_E_IO, "%s: cannot map: %s", path, strerror(errno));
+    if (p == MAP_FAILED)
+        return stx__errf(L->e, STX_E_IO, "%s: cannot map: %s", path, strerror(errno));
     *data = p;
     *len = (size_t)sb.st_size;
     L->file_size = (uint64_t)sb.st_size;

@@ -27,9 +27,9 @@ typedef struct stx_op_ctx {
 } stx_op_ctx;
 
 typedef struct stx_op_def {
-    const char *name;      /* ONNX op_type in the default domain */
-    int min_in, max_in;    /* accepted input arity */
-    int min_out, max_out;  /* accepted output arity */
+    const char *name;         /* ONNX op_type in the default domain */
+    int min_in, max_in;       /* accepted input arity */
+    int min_out, max_out;     /* accepted output arity */
     const char *const *attrs; /* NULL-terminated list of supported attribute names */
     stx_status (*check)(const stx_node *n, stx_err *e);
     stx_status (*infer)(stx_op_ctx *c);

@@ -15,8 +15,8 @@
 #pragma weak stx__ops_rnn
 
 static const stx_op_def *const *const families[] = {
-    stx__ops_elementwise, stx__ops_shape, stx__ops_reduce, stx__ops_conv,
-    stx__ops_pool,        stx__ops_matmul, stx__ops_norm,  stx__ops_rnn,
+    stx__ops_elementwise, stx__ops_shape,  stx__ops_reduce, stx__ops_conv,
+    stx__ops_pool,        stx__ops_matmul, stx__ops_norm,   stx__ops_rnn,
 };
 
 #define STX_MAX_OPS 256
@@ -28,9 +28,9 @@ static void build_table(void) {
     for (size_t f = 0; f < sizeof families / sizeof families[0]; f++)
         if (families[f])
             for (const stx_op_def *const *p = families[f]; *p; p++) {
-            STX_ASSERT(n < STX_MAX_OPS);
-            g_table[n++] = *p;
-        }
+                STX_ASSERT(n < STX_MAX_OPS);
+                g_table[n++] = *p;
+            }
     g_count = n;
 }
 

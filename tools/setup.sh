@@ -1,0 +1,33 @@
+#!/bin/sh
+# setup.sh: installs the Debian 12 packages stx needs to build and test, when they are missing.
+# As root it runs apt-get; otherwise it prints the exact command to run.
+set -eu
+
+PACKAGES="build-essential cmake pkg-config clang-format
+libdnnl-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata
+python3 python3-numpy python3-torch python3-torchvision python3-onnx"
+
+missing=""
+for p in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    echo "setup: all packages present"
+    exit 0
+fi
+
+cmd="apt-get install -y$missing"
+if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q $missing
+else
+    echo "setup: missing packages:$missing"
+    echo "setup: run as root:  apt-get update && $cmd"
+    exit 1
+fi
