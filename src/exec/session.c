@@ -72,10 +72,9 @@ static stx_status plan_memory(stx_session *s) {
     for (int v = 0; v < nv; v++) idx[v] = -1;
     int nr = 0;
     for (int i = 0; i < s->n_steps; i++) {
-        stx_op_ctx *c = &s->steps[i].c;
-        const stx_node *n = c->node;
-        for (int k = 0; k < n->n_out; k++) {
-            int v = n->out[k];
+        const stx_step *sp = &s->steps[i];
+        for (int k = 0; k < sp->n_vout; k++) {
+            int v = sp->vout[k];
             if (v < 0 || s->kind[v] != STX_VK_RUNTIME) continue;
             idx[v] = nr;
             r[nr].v = v;
@@ -84,8 +83,8 @@ static stx_status plan_memory(stx_session *s) {
             r[nr].size = (s->vals[v].nbytes + 63) & ~(size_t)63;
             nr++;
         }
-        for (int k = 0; k < n->n_in; k++) {
-            int v = n->in[k];
+        for (int k = 0; k < sp->n_vin; k++) {
+            int v = sp->vin[k];
             if (v >= 0 && idx[v] >= 0) r[idx[v]].last = i;
         }
     }
@@ -173,7 +172,8 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
     s->steps = stx__calloc(ctx, (size_t)g->n_nodes + 1, sizeof *s->steps);
     s->ptrs = stx__calloc(ctx, (size_t)total_ptrs + 1, sizeof *s->ptrs);
     s->inputs = stx__calloc(ctx, (size_t)g->n_inputs + 1, sizeof(int));
-    if (!s->vals || !s->kind || !s->keep || !s->steps || !s->ptrs || !s->inputs) {
+    s->blocked = stx__calloc(ctx, (size_t)s->nv + 1, 1);
+    if (!s->vals || !s->kind || !s->keep || !s->steps || !s->ptrs || !s->inputs || !s->blocked) {
         st = stx__errf(ce, STX_E_NOMEM, "out of memory");
         goto fail;
     }
@@ -331,12 +331,23 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
         for (int k = 0; k < n->n_out; k++)
             if (n->out[k] >= 0) s->kind[n->out[k]] = STX_VK_RUNTIME;
         if (n->def->macs) s->macs += n->def->macs(c);
+        stp->n_vin = n->n_in;
+        stp->vin = n->in;
+        stp->n_vout = n->n_out;
+        stp->vout = n->out;
         s->n_steps++;
     }
     for (int k = 0; k < g->n_outputs; k++) {
         int v = g->outputs[k];
         if (s->kind[v] == STX_VK_UNUSED) {
             st = stx__errf(ce, STX_E_INTERNAL, "graph output '%s' not computed", g->values[v].name);
+            goto fail;
+        }
+    }
+    if (s->use_dnnl && s->fuse) {
+        st = stx__fuse_plan(s);
+        if (st) {
+            stx__errf(ce, st, "%s", s->err.msg);
             goto fail;
         }
     }
@@ -347,7 +358,7 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
     }
     for (int i = 0; i < s->n_steps; i++) {
         stx_step *stp = &s->steps[i];
-        if (!stp->c.node->def->prepare) continue;
+        if (stp->run || !stp->c.node->def->prepare) continue;
         st = stp->c.node->def->prepare(&stp->c, &stp->state);
         stp->c.state = stp->state;
         if (st) goto fail;
@@ -366,7 +377,10 @@ void stx_session_free(stx_session *s) {
     if (s->steps)
         for (int i = 0; i < s->n_steps; i++) {
             stx_step *stp = &s->steps[i];
-            if (stp->state && stp->c.node->def->release) stp->c.node->def->release(stp->state);
+            if (stp->state && stp->release)
+                stp->release(stp->state);
+            else if (stp->state && stp->c.node->def->release)
+                stp->c.node->def->release(stp->state);
             stx_tensor_free(stp->owned);
         }
     if (s->vals)
@@ -380,6 +394,7 @@ void stx_session_free(stx_session *s) {
     stx__free(ctx, s->steps);
     stx__free(ctx, s->ptrs);
     stx__free(ctx, s->inputs);
+    stx__free(ctx, s->blocked);
     stx__free(ctx, s);
 }
 
@@ -436,7 +451,7 @@ stx_status stx_session_run_multi(stx_session *s, int n_inputs, const stx_tensor 
     for (int i = 0; i < s->n_steps && !st; i++) {
         stx_step *stp = &s->steps[i];
         stp->c.err = &s->err;
-        st = stp->c.node->def->forward(&stp->c);
+        st = stp->run ? stp->run(stp) : stp->c.node->def->forward(&stp->c);
     }
     for (int i = 0; i < n_inputs; i++)
         if (s->kind[s->inputs[i]] == STX_VK_INPUT) s->vals[s->inputs[i]].data = NULL;

@@ -12,12 +12,22 @@ typedef enum {
     STX_VK_INPUT        /* the graph input: points at the caller's tensor during a run */
 } stx_value_kind;
 
-typedef struct stx_step {
-    int node; /* graph node index */
+typedef struct stx_step stx_step;
+struct stx_step {
+    int node; /* graph node index (the first node of a fused chain) */
     stx_op_ctx c;
     void *state;
     stx_tensor *owned; /* a Reshape target rewritten for the batch, or NULL */
-} stx_step;
+    /* Values read and written (graph value indices, -1 for omitted); for a plain op step these
+     * are the node's, for a fused step the chain's external inputs and final output. */
+    int n_vin, n_vout;
+    const int *vin, *vout;
+    /* Fused steps: their own run and release (c.node is the chain's first node, for messages). */
+    stx_status (*run)(stx_step *st);
+    void (*release)(void *state);
+    int fused_vals[4]; /* storage behind vin/vout of a fused step */
+    stx_tensor *fused_ptrs[4];
+};
 
 struct stx_session {
     stx_model *m;
@@ -35,9 +45,13 @@ struct stx_session {
     void *arena;
     size_t arena_size;
     int64_t macs;
+    uint8_t *blocked; /* per value: channel block of a oneDNN blocked layout, 0 = plain */
     int n_inputs;
     int *inputs; /* value indices of the graph inputs */
 };
+
+/* oneDNN fusion pass (fuse.c): rewrites s->steps before memory planning. */
+stx_status stx__fuse_plan(stx_session *s);
 
 /* Value index for a tensor name or module path; -1 when unknown. */
 int stx__session_lookup(const stx_session *s, const char *name);

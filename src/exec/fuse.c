@@ -1,0 +1,516 @@
+/* fuse.c: oneDNN fusion at plan time.
+ *
+ * Video CNNs spend nearly all their time in chains like Conv -> [BatchNormalization] -> [Add
+ * residual] -> [Relu]. Run op by op, each link reads and writes the whole activation again, and
+ * each oneDNN convolution reorders its input from the plain N,C,T,H,W layout into a channel-
+ * blocked one and its output back. This pass
+ *   1. folds every such chain into one oneDNN convolution with post-ops (BatchNorm folded into
+ *      the weights and bias, the residual as a binary-add post-op, ReLU as an eltwise post-op);
+ *   2. keeps a tensor in oneDNN's channel-blocked layout (nCdhw8c on AVX2, 16c on AVX-512) when
+ *      it is produced by a fused convolution and every reader understands that layout (fused
+ *      convolutions and GlobalAveragePool), so activations are never reordered between layers.
+ * Tensors that are graph outputs, requested by the caller (`keep`), or read by any other op stay
+ * plain. Blocked tensors have exactly the plain size (only channel counts divisible by the block
+ * are blocked), so the memory planner is unaffected.
+ */
+#include "../ops/dnnl_util.h"
+#include "session.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct fused_conv {
+    stx_context *ctx;
+    dnnl_primitive_t prim;
+    dnnl_stream_t stream;
+    dnnl_memory_t src, wei, bias, dst, src1, scratch;
+    void *wbuf, *bbuf, *sbuf; /* reordered weights, bias, scratchpad (owned) */
+    int has_src1;
+    int ndims; /* spatial rank */
+} fused_conv;
+
+typedef struct chain {
+    int conv;          /* step index of the Conv */
+    int bn, add, relu; /* step indices absorbed, -1 when absent */
+    int x, w, b;       /* value indices of the conv inputs (b may be -1) */
+    int res;           /* residual value added, -1 when none */
+    int out;           /* final output value */
+} chain;
+
+static int block_size(void) {
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return (isa == dnnl_cpu_isa_avx512_core || isa == dnnl_cpu_isa_avx512_core_vnni ||
+            isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx)
+               ? 16
+               : 8;
+}
+
+static bool is_const(const stx_session *s, int v) {
+    return v >= 0 && (s->kind[v] == STX_VK_MODEL_CONST || s->kind[v] == STX_VK_FOLDED);
+}
+
+static bool is_op(const stx_step *st, const char *op) {
+    return !st->run && strcmp(st->c.node->op_type, op) == 0;
+}
+
+/* Steps that read value v (indices into s->steps), up to max; returns the count. */
+static int readers(const stx_session *s, int v, int *idx, int max) {
+    int n = 0;
+    for (int i = 0; i < s->n_steps; i++)
+        for (int k = 0; k < s->steps[i].n_vin; k++)
+            if (s->steps[i].vin[k] == v) {
+                if (n < max) idx[n] = i;
+                n++;
+                break;
+            }
+    return n;
+}
+
+static bool observable(const stx_session *s, int v) {
+    const stx_graph *g = &s->m->g;
+    for (int k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == v) return true;
+    return s->keep[v] != 0;
+}
+
+/* The single reader of v when v may be absorbed into a chain; -1 otherwise. */
+static int sole_reader(const stx_session *s, int v) {
+    int idx[2];
+    if (observable(s, v) || readers(s, v, idx, 2) != 1) return -1;
+    return idx[0];
+}
+
+static bool float_tensor(const stx_session *s, int v) {
+    return v >= 0 && s->vals[v].dtype == STX_DTYPE_FLOAT;
+}
+
+/* Is this Conv step fusable? (float, constant weights and bias, 1-3 spatial dims) */
+static bool conv_ok(const stx_session *s, const stx_step *st) {
+    const stx_node *n = st->c.node;
+    if (!is_op(st, "Conv") || n->n_out != 1 || n->n_in < 2) return false;
+    int x = n->in[0], w = n->in[1], b = n->n_in > 2 ? n->in[2] : -1;
+    if (!float_tensor(s, x) || !is_const(s, w) || s->vals[w].dtype != STX_DTYPE_FLOAT) return false;
+    if (b >= 0 && (!is_const(s, b) || s->vals[b].dtype != STX_DTYPE_FLOAT)) return false;
+    int r = s->vals[x].rank;
+    return r >= 3 && r <= 5;
+}
+
+static bool bn_ok(const stx_session *s, const stx_step *st) {
+    const stx_node *n = st->c.node;
+    if (!is_op(st, "BatchNormalization") || n->n_in != 5) return false;
+    for (int k = 1; k < 5; k++)
+        if (!is_const(s, n->in[k]) || s->vals[n->in[k]].dtype != STX_DTYPE_FLOAT) return false;
+    for (int k = 1; k < n->n_out; k++)
+        if (n->out[k] >= 0) return false;
+    return true;
+}
+
+/* Is Add(a, b) with a = v a same-shape residual add? Returns the other operand or -1. */
+static int add_other(const stx_session *s, const stx_step *st, int v) {
+    const stx_node *n = st->c.node;
+    if (!is_op(st, "Add") || n->n_in != 2) return -1;
+    int o = n->in[0] == v ? n->in[1] : (n->in[1] == v ? n->in[0] : -1);
+    if (o < 0 || o == v || is_const(s, o) || !float_tensor(s, o)) return -1;
+    const stx_tensor *a = &s->vals[v], *b = &s->vals[o];
+    if (a->rank != b->rank) return -1;
+    for (int k = 0; k < a->rank; k++)
+        if (a->dims[k] != b->dims[k]) return -1;
+    return o;
+}
+
+/* ---- the fused convolution step ----------------------------------------------------------- */
+
+static void fused_conv_free(void *p) {
+    fused_conv *f = p;
+    if (!f) return;
+    if (f->prim) dnnl_primitive_destroy(f->prim);
+    if (f->stream) dnnl_stream_destroy(f->stream);
+    dnnl_memory_t mems[] = {f->src, f->wei, f->bias, f->dst, f->src1, f->scratch};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    stx__free(f->ctx, f->wbuf);
+    stx__free(f->ctx, f->bbuf);
+    stx__free(f->ctx, f->sbuf);
+    stx__free(f->ctx, f);
+}
+
+static stx_status fused_conv_run(stx_step *st) {
+    fused_conv *f = st->state;
+    stx_tensor *x = st->c.in[0], *res = st->c.in[1], *y = st->c.out[0];
+    dnnl_memory_set_data_handle(f->src, x->data);
+    dnnl_memory_set_data_handle(f->dst, y->data);
+    if (f->has_src1) dnnl_memory_set_data_handle(f->src1, res->data);
+    dnnl_exec_arg_t args[8];
+    int na = 0;
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, f->src};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, f->wei};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, f->bias};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, f->dst};
+    if (f->scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, f->scratch};
+    if (f->has_src1)
+        args[na++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, f->src1};
+    dnnl_status_t ds = dnnl_primitive_execute(f->prim, f->stream, na, args);
+    if (ds == dnnl_success) ds = dnnl_stream_wait(f->stream);
+    if (ds != dnnl_success) return stx__dnnl_err(&st->c, ds, "fused convolution execute");
+    return STX_OK;
+}
+
+/* Memory descriptor of value v in its planned layout. */
+static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
+    const stx_tensor *t = &s->vals[v];
+    int blk = s->blocked[v];
+    if (!blk) return stx__dnnl_md_plain(md, t->dims, t->rank, dnnl_f32);
+    dnnl_dims_t d;
+    for (int k = 0; k < t->rank; k++) d[k] = t->dims[k];
+    dnnl_format_tag_t tag;
+    if (t->rank == 5)
+        tag = blk == 16 ? dnnl_nCdhw16c : dnnl_nCdhw8c;
+    else if (t->rank == 4)
+        tag = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+    else
+        tag = blk == 16 ? dnnl_nCw16c : dnnl_nCw8c;
+    return dnnl_memory_desc_init_by_tag(md, t->rank, d, dnnl_f32, tag);
+}
+
+/* Builds the oneDNN primitive for a chain; weights folded with BatchNorm when present. */
+static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st) {
+    stx_op_ctx *c = &st->c;
+    const stx_node *n = c->node;
+    stx_context *ctx = s->ctx;
+    const stx_tensor *X = &s->vals[ch->x], *W = &s->vals[ch->w], *Y = &s->vals[ch->out];
+    const stx_tensor *B = ch->b >= 0 ? &s->vals[ch->b] : NULL;
+    int nd = X->rank - 2;
+    int64_t group = stx__attr_int(n, "group", 1);
+    int64_t M = W->dims[0], Cg = W->dims[1];
+    int64_t kvol = 1;
+    for (int k = 2; k < W->rank; k++) kvol *= W->dims[k];
+    if (W->rank != X->rank || group < 1 || M % group != 0 || Cg * group != X->dims[1])
+        return STX_E_UNSUPPORTED;
+    /* geometry: strides, dilations (oneDNN counts dilation - 1), left pads from the attributes,
+     * right pads from the inferred output size */
+    dnnl_dims_t strides, dil, pl, pr;
+    const int64_t *a;
+    int na;
+    const char *autopad = stx__attr_str(n, "auto_pad", "NOTSET");
+    for (int k = 0; k < nd; k++) {
+        strides[k] = 1;
+        dil[k] = 0;
+        pl[k] = 0;
+    }
+    if ((na = stx__attr_ints(n, "strides", &a)) == nd)
+        for (int k = 0; k < nd; k++) strides[k] = a[k];
+    if ((na = stx__attr_ints(n, "dilations", &a)) == nd)
+        for (int k = 0; k < nd; k++) dil[k] = a[k] - 1;
+    for (int k = 0; k < nd; k++) {
+        int64_t in = X->dims[2 + k], out = Y->dims[2 + k], ks = W->dims[2 + k];
+        int64_t ext = (ks - 1) * (dil[k] + 1) + 1;
+        int64_t total = (out - 1) * strides[k] + ext - in;
+        if (strcmp(autopad, "SAME_UPPER") == 0)
+            pl[k] = total > 0 ? total / 2 : 0;
+        else if (strcmp(autopad, "SAME_LOWER") == 0)
+            pl[k] = total > 0 ? total - total / 2 : 0;
+        else if (strcmp(autopad, "VALID") == 0)
+            pl[k] = 0;
+        else if ((na = stx__attr_ints(n, "pads", &a)) == 2 * nd)
+            pl[k] = a[k];
+        /* smallest right pad giving the inferred size (oneDNN divides with floor too) */
+        pr[k] = total - pl[k] > 0 ? total - pl[k] : 0;
+        if (pl[k] < 0) return STX_E_UNSUPPORTED;
+    }
+    /* folded weights and bias (BatchNorm: w' = w * g / sqrt(v + eps), b' = (b - m) * s + beta) */
+    size_t wn = (size_t)stx__numel(W->dims, W->rank);
+    float *w = stx__malloc(ctx, wn * sizeof(float));
+    float *bias = stx__calloc(ctx, (size_t)M, sizeof(float));
+    fused_conv *f = stx__calloc(ctx, 1, sizeof *f);
+    if (!w || !bias || !f) {
+        stx__free(ctx, w);
+        stx__free(ctx, bias);
+        stx__free(ctx, f);
+        return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
+    }
+    f->ctx = ctx;
+    f->ndims = nd;
+    memcpy(w, W->data, wn * sizeof(float));
+    if (B) memcpy(bias, B->data, (size_t)M * sizeof(float));
+    if (ch->bn >= 0) {
+        const stx_node *bn = s->steps[ch->bn].c.node;
+        const float *g = s->vals[bn->in[1]].data, *be = s->vals[bn->in[2]].data;
+        const float *mu = s->vals[bn->in[3]].data, *var = s->vals[bn->in[4]].data;
+        float eps = stx__attr_float(bn, "epsilon", 1e-5f);
+        for (int64_t o = 0; o < M; o++) {
+            float sc = g[o] / sqrtf(var[o] + eps);
+            for (int64_t i = 0; i < Cg * kvol; i++) w[o * Cg * kvol + i] *= sc;
+            bias[o] = (bias[o] - mu[o]) * sc + be[o];
+        }
+    }
+    stx_status status = STX_OK;
+    stx_dnnl_fail fail = {dnnl_success, NULL};
+    dnnl_memory_desc_t src_md, dst_md, wei_md, wei_user_md, bias_md, src1_md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_convolution_desc_t cd;
+    stx_dnnl_reorder wr = {0};
+    STX_DNNL_TRY(&fail, "source descriptor", value_md(s, ch->x, &src_md));
+    STX_DNNL_TRY(&fail, "destination descriptor", value_md(s, ch->out, &dst_md));
+    {
+        dnnl_dims_t wd;
+        int wr_rank;
+        if (group > 1) {
+            wd[0] = group;
+            wd[1] = M / group;
+            wd[2] = Cg;
+            for (int k = 0; k < nd; k++) wd[3 + k] = W->dims[2 + k];
+            wr_rank = nd + 3;
+        } else {
+            for (int k = 0; k < W->rank; k++) wd[k] = W->dims[k];
+            wr_rank = W->rank;
+        }
+        STX_DNNL_TRY(
+            &fail, "weights descriptor",
+            dnnl_memory_desc_init_by_tag(&wei_md, wr_rank, wd, dnnl_f32, dnnl_format_tag_any));
+        static const dnnl_format_tag_t plain[9] = {
+            dnnl_format_tag_undef, dnnl_a,       dnnl_ab,      dnnl_abc, dnnl_abcd, dnnl_abcde,
+            dnnl_abcdef,           dnnl_abcdefg, dnnl_abcdefgh};
+        STX_DNNL_TRY(
+            &fail, "weights descriptor",
+            dnnl_memory_desc_init_by_tag(&wei_user_md, wr_rank, wd, dnnl_f32, plain[wr_rank]));
+        dnnl_dims_t bd = {M};
+        STX_DNNL_TRY(&fail, "bias descriptor",
+                     dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a));
+    }
+    STX_DNNL_TRY(&fail, "convolution descriptor",
+                 dnnl_dilated_convolution_forward_desc_init(
+                     &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
+                     &bias_md, &dst_md, strides, dil, pl, pr));
+    STX_DNNL_TRY(&fail, "attributes", dnnl_primitive_attr_create(&attr));
+    STX_DNNL_TRY(&fail, "scratchpad mode",
+                 dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    STX_DNNL_TRY(&fail, "post-ops", dnnl_post_ops_create(&po));
+    if (ch->res >= 0) {
+        STX_DNNL_TRY(&fail, "residual descriptor", value_md(s, ch->res, &src1_md));
+        STX_DNNL_TRY(&fail, "binary post-op",
+                     dnnl_post_ops_append_binary(po, dnnl_binary_add, &src1_md));
+        f->has_src1 = 1;
+    }
+    if (ch->relu >= 0)
+        STX_DNNL_TRY(&fail, "eltwise post-op",
+                     dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+    STX_DNNL_TRY(&fail, "post-ops", dnnl_primitive_attr_set_post_ops(attr, po));
+    STX_DNNL_TRY(&fail, "convolution primitive descriptor",
+                 dnnl_primitive_desc_create(&pd, &cd, attr, stx__dnnl_engine(), NULL));
+    STX_DNNL_TRY(&fail, "convolution primitive", dnnl_primitive_create(&f->prim, pd));
+    STX_DNNL_TRY(&fail, "stream", stx__dnnl_stream_create(&f->stream));
+    {
+        const dnnl_memory_desc_t *chosen_w =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        const dnnl_memory_desc_t *sp =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        size_t wsz = dnnl_memory_desc_get_size(chosen_w);
+        f->wbuf = stx__malloc(ctx, wsz ? wsz : 64);
+        f->bbuf = bias;
+        bias = NULL;
+        size_t ssz = sp ? dnnl_memory_desc_get_size(sp) : 0;
+        if (ssz) f->sbuf = stx__malloc(ctx, ssz);
+        if (!f->wbuf || (ssz && !f->sbuf)) {
+            status = stx__errf(&s->err, STX_E_NOMEM, "out of memory for convolution weights");
+            goto done;
+        }
+        STX_DNNL_TRY(&fail, "weights memory", stx__dnnl_memory(&f->wei, chosen_w, f->wbuf));
+        STX_DNNL_TRY(&fail, "bias memory", stx__dnnl_memory(&f->bias, &bias_md, f->bbuf));
+        if (ssz)
+            STX_DNNL_TRY(&fail, "scratchpad memory", stx__dnnl_memory(&f->scratch, sp, f->sbuf));
+        STX_DNNL_TRY(&fail, "source memory",
+                     stx__dnnl_memory(
+                         &f->src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), NULL));
+        STX_DNNL_TRY(&fail, "destination memory",
+                     stx__dnnl_memory(
+                         &f->dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), NULL));
+        if (f->has_src1)
+            STX_DNNL_TRY(&fail, "residual memory", stx__dnnl_memory(&f->src1, &src1_md, NULL));
+        /* weights: plain -> the layout the primitive chose, once */
+        STX_DNNL_TRY(&fail, "weights reorder", stx__dnnl_reorder_init(&wr, &wei_user_md, chosen_w));
+        STX_DNNL_TRY(&fail, "weights reorder", stx__dnnl_reorder_run(&wr, f->stream, w, f->wbuf));
+        STX_DNNL_TRY(&fail, "weights reorder", dnnl_stream_wait(f->stream));
+    }
+    st->state = f;
+    st->run = fused_conv_run;
+    st->release = fused_conv_free;
+    f = NULL;
+    goto done;
+dnnl_fail:
+    status = stx__dnnl_err(c, fail.status, fail.what);
+done:
+    stx__dnnl_reorder_free(&wr);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    stx__free(ctx, w);
+    stx__free(ctx, bias);
+    fused_conv_free(f);
+    return status;
+}
+
+/* ---- GlobalAveragePool reading a blocked tensor ---------------------------------------------- */
+
+static stx_status gap_blocked_run(stx_step *st) {
+    const stx_tensor *x = st->c.in[0];
+    stx_tensor *y = st->c.out[0];
+    int blk = (int)(intptr_t)st->state;
+    int64_t N = x->dims[0], C = x->dims[1], S = 1;
+    for (int k = 2; k < x->rank; k++) S *= x->dims[k];
+    const float *xp = x->data;
+    float *yp = y->data;
+    int64_t CB = C / blk;
+    /* layout n, cb, spatial, c-in-block: accumulate each block's lanes in double, fixed order */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t cb = 0; cb < CB; cb++) {
+            double acc[16] = {0};
+            const float *p = xp + (n * CB + cb) * S * blk;
+            for (int64_t i = 0; i < S; i++)
+                for (int l = 0; l < blk; l++) acc[l] += p[i * blk + l];
+            for (int l = 0; l < blk; l++) yp[n * C + cb * blk + l] = (float)(acc[l] / (double)S);
+        }
+    return STX_OK;
+}
+
+/* ---- the pass ------------------------------------------------------------------------------ */
+
+stx_status stx__fuse_plan(stx_session *s) {
+    if (!stx__dnnl_engine()) return STX_OK; /* no oneDNN: keep the op-by-op plan */
+    int nsteps = s->n_steps;
+    uint8_t *dead = stx__calloc(s->ctx, (size_t)nsteps + 1, 1);
+    if (!dead) return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
+    int blk = block_size();
+    stx_status status = STX_OK;
+
+    /* 1. find chains and rewrite their first step; absorbed steps are marked dead */
+    chain *chains = stx__calloc(s->ctx, (size_t)nsteps + 1, sizeof *chains);
+    int nch = 0;
+    if (!chains) {
+        stx__free(s->ctx, dead);
+        return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < nsteps; i++) {
+        stx_step *st = &s->steps[i];
+        if (dead[i] || !conv_ok(s, st)) continue;
+        const stx_node *n = st->c.node;
+        chain ch = {i, -1, -1, -1, n->in[0], n->in[1], n->n_in > 2 ? n->in[2] : -1, -1, n->out[0]};
+        int r = sole_reader(s, ch.out);
+        if (r >= 0 && bn_ok(s, &s->steps[r]) && s->steps[r].c.node->in[0] == ch.out) {
+            ch.bn = r;
+            ch.out = s->steps[r].c.node->out[0];
+            r = sole_reader(s, ch.out);
+        }
+        if (r >= 0) {
+            int o = add_other(s, &s->steps[r], ch.out);
+            /* the residual must be computed before the conv runs (it is read by the fused step) */
+            int prod = -1;
+            for (int q = 0; q < nsteps && o >= 0; q++)
+                for (int k = 0; k < s->steps[q].n_vout; k++)
+                    if (s->steps[q].vout[k] == o) prod = q;
+            if (o >= 0 && (s->kind[o] == STX_VK_INPUT || (prod >= 0 && prod < i))) {
+                ch.add = r;
+                ch.res = o;
+                ch.out = s->steps[r].c.node->out[0];
+                r = sole_reader(s, ch.out);
+            }
+        }
+        if (r >= 0 && is_op(&s->steps[r], "Relu")) {
+            ch.relu = r;
+            ch.out = s->steps[r].c.node->out[0];
+        }
+        if (ch.bn >= 0) dead[ch.bn] = 1;
+        if (ch.add >= 0) dead[ch.add] = 1;
+        if (ch.relu >= 0) dead[ch.relu] = 1;
+        chains[nch++] = ch;
+        /* the fused step reads x (and the residual) and writes the chain's output */
+        st->fused_vals[0] = ch.x;
+        st->fused_vals[1] = ch.res;
+        st->fused_vals[2] = ch.out;
+        st->vin = &st->fused_vals[0];
+        st->n_vin = 2;
+        st->vout = &st->fused_vals[2];
+        st->n_vout = 1;
+        st->fused_ptrs[0] = &s->vals[ch.x];
+        st->fused_ptrs[1] = ch.res >= 0 ? &s->vals[ch.res] : NULL;
+        st->fused_ptrs[2] = &s->vals[ch.out];
+        st->c.in = &st->fused_ptrs[0];
+        st->c.n_in = 2;
+        st->c.out = &st->fused_ptrs[2];
+        st->c.n_out = 1;
+        st->run = fused_conv_run; /* marks the step as fused; state is built below */
+    }
+    /* intermediate values of chains are never materialised */
+    for (int i = 0; i < nsteps; i++)
+        if (dead[i])
+            for (int k = 0; k < s->steps[i].n_vout; k++) {
+                int v = s->steps[i].vout[k];
+                bool is_final = false;
+                for (int q = 0; q < nch; q++) is_final |= chains[q].out == v;
+                if (v >= 0 && !is_final) s->kind[v] = STX_VK_UNUSED;
+            }
+    for (int q = 0; q < nch; q++) {
+        const stx_node *cn = s->steps[chains[q].conv].c.node;
+        if (s->kind[cn->out[0]] == STX_VK_RUNTIME && cn->out[0] != chains[q].out)
+            s->kind[cn->out[0]] = STX_VK_UNUSED;
+    }
+    /* compact the step list */
+    int w = 0;
+    for (int i = 0; i < nsteps; i++) {
+        if (dead[i]) continue;
+        if (w != i) s->steps[w] = s->steps[i];
+        /* pointers into the step itself must follow the move */
+        stx_step *st = &s->steps[w];
+        if (st->run == fused_conv_run) {
+            st->vin = &st->fused_vals[0];
+            st->vout = &st->fused_vals[2];
+            st->c.in = &st->fused_ptrs[0];
+            st->c.out = &st->fused_ptrs[2];
+        }
+        for (int q = 0; q < nch; q++)
+            if (chains[q].conv == i) chains[q].conv = w;
+        w++;
+    }
+    s->n_steps = w;
+
+    /* 2. layouts: a fused conv output is blocked when its channels divide by the block and every
+     * reader is a fused conv (as input or residual) or a GlobalAveragePool */
+    for (int q = 0; q < nch; q++) {
+        int v = chains[q].out;
+        const stx_tensor *t = &s->vals[v];
+        if (observable(s, v) || t->dims[1] % blk != 0) continue;
+        bool ok = true;
+        for (int i = 0; i < s->n_steps && ok; i++) {
+            const stx_step *st = &s->steps[i];
+            bool reads = false;
+            for (int k = 0; k < st->n_vin; k++) reads |= st->vin[k] == v;
+            if (!reads) continue;
+            ok = st->run == fused_conv_run || is_op(st, "GlobalAveragePool");
+        }
+        if (ok) s->blocked[v] = (uint8_t)blk;
+    }
+    /* 3. build primitives; GlobalAveragePool on blocked input gets its own kernel */
+    for (int i = 0; i < s->n_steps && !status; i++) {
+        stx_step *st = &s->steps[i];
+        if (st->run == fused_conv_run) {
+            st->run = NULL;
+            const chain *ch = NULL;
+            for (int q = 0; q < nch; q++)
+                if (chains[q].conv == i) ch = &chains[q];
+            status = build_fused_conv(s, ch, st);
+            if (status == STX_E_UNSUPPORTED && !st->run) status = STX_OK;
+            if (!st->run && !status)
+                status = stx__errf(&s->err, STX_E_INTERNAL,
+                                   "node '%s': convolution could not be fused", st->c.node->name);
+        } else if (is_op(st, "GlobalAveragePool") && s->blocked[st->vin[0]]) {
+            st->run = gap_blocked_run;
+            st->state = (void *)(intptr_t)s->blocked[st->vin[0]];
+            st->release = NULL;
+        }
+    }
+    stx__free(s->ctx, chains);
+    stx__free(s->ctx, dead);
+    return status;
+}
