@@ -449,12 +449,12 @@ stx_status stx__fuse_plan(stx_session *s) {
                 int v = s->steps[i].vout[k];
                 bool is_final = false;
                 for (int q = 0; q < nch; q++) is_final |= chains[q].out == v;
-                if (v >= 0 && !is_final) s->kind[v] = STX_VK_UNUSED;
+                if (v >= 0 && !is_final) s->kind[v] = STX_VK_FUSED;
             }
     for (int q = 0; q < nch; q++) {
         const stx_node *cn = s->steps[chains[q].conv].c.node;
         if (s->kind[cn->out[0]] == STX_VK_RUNTIME && cn->out[0] != chains[q].out)
-            s->kind[cn->out[0]] = STX_VK_UNUSED;
+            s->kind[cn->out[0]] = STX_VK_FUSED;
     }
     /* compact the step list */
     int w = 0;

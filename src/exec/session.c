@@ -251,8 +251,11 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             s->kind[iv] = STX_VK_FOLDED;
         }
     }
-    int64_t decl_n = g->values[g->inputs[0]].rank > 0 ? g->values[g->inputs[0]].dims[0] : -1;
-    int64_t new_n = ranks[0] > 0 ? shapes[0][0] : 1;
+    int64_t decl_n = -1, new_n = 1;
+    if (g->n_inputs > 0 && g->values[g->inputs[0]].rank > 0 && ranks[0] > 0) {
+        decl_n = g->values[g->inputs[0]].dims[0];
+        new_n = shapes[0][0];
+    }
 
     /* Shape inference and constant folding, node by node in topological order. */
     int np = 0;

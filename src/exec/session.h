@@ -9,7 +9,8 @@ typedef enum {
     STX_VK_MODEL_CONST, /* data owned by the model (initialiser / Constant) */
     STX_VK_FOLDED,      /* computed at plan time, owned by the session */
     STX_VK_RUNTIME,     /* computed every run, lives in the arena */
-    STX_VK_INPUT        /* the graph input: points at the caller's tensor during a run */
+    STX_VK_INPUT,       /* the graph input: points at the caller's tensor during a run */
+    STX_VK_FUSED        /* inside a fused chain: shape inferred, never materialised */
 } stx_value_kind;
 
 typedef struct stx_step stx_step;
