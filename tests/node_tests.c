@@ -5,7 +5,7 @@
  * pass unless it is listed in `excluded` with a reason. Out-of-scope cases of our ops (other
  * dtypes) are reported with --report.
  *
- * usage: stx_node_tests [-d DIR] [-p SUBSTRING] [-v] [--report]
+ * usage: stx_node_tests [-d DIR] [-p SUBSTRING] [-v] [--report] [--reference]
  * Prints one line per case and "N passed, M failed" at the end; exits 1 on any failure. */
 #include "onnx/onnx.h"
 #include "stx.h"
@@ -94,7 +94,7 @@ static const struct {
 
 typedef struct {
     int pass, fail, skip;
-    int verbose, report;
+    int verbose, report, reference;
     const char *pattern;
 } runner;
 
@@ -260,6 +260,7 @@ static int run_case(runner *R, const char *root, const char *name) {
                 if (stx_tensor_dtype(ins[i]) == STX_DTYPE_INT64) fixed[i] = ins[i];
             stx_session_options so = stx_session_options_default();
             so.fixed_inputs = fixed;
+            so.use_dnnl = !R->reference;
             stx_session *s = NULL;
             if (stx_session_create_multi(m, &so, ni, shapes, ranks, &s) != STX_OK) {
                 snprintf(msg, sizeof msg, "plan: %s", stx_context_last_error(ctx));
@@ -331,8 +332,10 @@ int main(int argc, char **argv) {
             R.verbose = 1;
         else if (strcmp(argv[i], "--report") == 0)
             R.report = 1;
+        else if (strcmp(argv[i], "--reference") == 0)
+            R.reference = 1; /* reference kernels only: no oneDNN, no fusion */
         else {
-            fprintf(stderr, "usage: stx_node_tests [-d DIR] [-p SUBSTRING] [-v] [--report]\n");
+            fprintf(stderr, "usage: stx_node_tests [-d DIR] [-p SUBSTRING] [-v] [--report] [--reference]\n");
             return 2;
         }
     }

@@ -269,6 +269,7 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
         c->node = n;
         c->err = ce;
         c->opset = g->opset;
+        c->no_dnnl = !s->use_dnnl;
         c->n_in = n->n_in;
         c->n_out = n->n_out;
         c->in = &s->ptrs[np];
@@ -347,6 +348,7 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             goto fail;
         }
     }
+    stx__set_threads(s->nthreads); /* oneDNN splits work when primitives are created */
     if (s->use_dnnl && s->fuse) {
         st = stx__fuse_plan(s);
         if (st) {

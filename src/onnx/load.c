@@ -55,6 +55,18 @@ static const char *onnx_dtype_name(int32_t t) {
     return "unknown";
 }
 
+/* True when a '/'-separated path has a ".." component. */
+static bool has_dotdot(const char *p) {
+    for (const char *c = p; *c;) {
+        const char *e = strchr(c, '/');
+        size_t n = e ? (size_t)(e - c) : strlen(c);
+        if (n == 2 && c[0] == '.' && c[1] == '.') return true;
+        c += n + (e ? 1 : 0);
+        if (!e) break;
+    }
+    return false;
+}
+
 /* Reads external data for tensor t from a file beside the model. The location must stay inside
  * the model's folder (no absolute paths, no "..", no symlink escapes). */
 static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tname, void *dst,
@@ -86,7 +98,7 @@ static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tn
     if (!loc || !*loc)
         return stx__errf(L->e, STX_E_FORMAT, "%s: tensor '%s': external data without location",
                          L->path, tname);
-    if (loc[0] == '/' || strstr(loc, "..") != NULL)
+    if (loc[0] == '/' || has_dotdot(loc))
         return stx__errf(L->e, STX_E_FORMAT,
                          "%s: tensor '%s': external data location '%s' leaves the model's folder",
                          L->path, tname, loc);

@@ -24,6 +24,7 @@ typedef struct stx_op_ctx {
     stx_err *err;
     int opset;
     void *state; /* per-node planned state (from prepare), or NULL */
+    int no_dnnl; /* 1: the session asked for reference kernels only (prepare must not use oneDNN) */
 } stx_op_ctx;
 
 typedef struct stx_op_def {

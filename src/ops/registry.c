@@ -4,16 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Families are weak references while the op set is being built up, so a missing family links. */
-#pragma weak stx__ops_elementwise
-#pragma weak stx__ops_shape
-#pragma weak stx__ops_reduce
-#pragma weak stx__ops_conv
-#pragma weak stx__ops_pool
-#pragma weak stx__ops_matmul
-#pragma weak stx__ops_norm
-#pragma weak stx__ops_rnn
-
 static const stx_op_def *const *const families[] = {
     stx__ops_elementwise, stx__ops_shape,  stx__ops_reduce, stx__ops_conv,
     stx__ops_pool,        stx__ops_matmul, stx__ops_norm,   stx__ops_rnn,
@@ -26,11 +16,10 @@ static int g_count = -1;
 static void build_table(void) {
     int n = 0;
     for (size_t f = 0; f < sizeof families / sizeof families[0]; f++)
-        if (families[f])
-            for (const stx_op_def *const *p = families[f]; *p; p++) {
-                STX_ASSERT(n < STX_MAX_OPS);
-                g_table[n++] = *p;
-            }
+        for (const stx_op_def *const *p = families[f]; *p; p++) {
+            STX_ASSERT(n < STX_MAX_OPS);
+            g_table[n++] = *p;
+        }
     g_count = n;
 }
 
