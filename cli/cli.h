@@ -21,5 +21,6 @@ double cli_now_ms(void);
 
 int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
 
 #endif

@@ -193,6 +193,15 @@ typedef struct stx_session_options {
      * (copied), as needed when a model takes shapes, axes or indices as inputs. The run still
      * receives that input and checks its shape. */
     const stx_tensor *const *fixed_inputs;
+    /* Reverse mode. NULL-terminated names (ONNX tensor names, module paths, or "input" for the
+     * first graph input) whose gradients stx_session_backward computes. Only the part of the
+     * graph between these tensors and the seeded output is swept, and the forward pass keeps only
+     * the activations that sweep needs. */
+    const char *const *grad_wrt;
+    int grad_output; /* graph output that will be seeded (default 0) */
+    /* Backward-rule overrides per op type (e.g. guided backpropagation's ReLU, LRP rules). */
+    const struct stx_backward_rule *rules;
+    int n_rules;
 } stx_session_options;
 
 STX_API stx_session_options stx_session_options_default(void);
@@ -215,6 +224,56 @@ STX_API stx_status stx_session_run_multi(stx_session *s, int n_inputs,
 STX_API stx_status stx_session_run(stx_session *s, const stx_tensor *input, stx_tensor **output);
 STX_API int stx_session_num_outputs(const stx_session *s);
 STX_API stx_tensor *stx_session_output(stx_session *s, int i);
+
+/* ---------------------------------------------------------------------------------------------
+ * Reverse mode: gradients of an output score with respect to any tensors.
+ */
+typedef enum { STX_SCORE_LOGIT = 0, STX_SCORE_PROB = 1 } stx_score;
+
+typedef struct stx_seed {
+    size_t size;
+    /* One class per sample (N entries); -1 (or targets == NULL) picks the top class. */
+    const int64_t *targets;
+    /* For outputs (N, K, T) with one prediction per frame: N frame indices (-1: every frame). */
+    const int64_t *frames;
+    stx_score score;           /* the logit (default) or the softmax probability over axis 1 */
+    const stx_tensor *weights; /* optional: an arbitrary weighting of the output, same shape;
+                                  the score is sum(weights * output) and targets are ignored */
+} stx_seed;
+
+STX_API stx_seed stx_seed_default(void);
+/* After stx_session_run: seeds the output chosen at plan time and sweeps back to the tensors in
+ * opt.grad_wrt. Each sample has its own target. */
+STX_API stx_status stx_session_backward(stx_session *s, const stx_seed *seed);
+/* The gradient of a grad_wrt tensor after stx_session_backward (owned by the session), or NULL. */
+STX_API stx_tensor *stx_session_grad(stx_session *s, const char *name);
+/* The value of a tensor kept observable (opt.keep, grad_wrt, graph outputs) after a run, or NULL.
+ */
+STX_API stx_tensor *stx_session_value(stx_session *s, const char *name);
+/* The class each sample was seeded with in the last backward (N entries). */
+STX_API const int64_t *stx_session_seeded_targets(const stx_session *s);
+
+/* A backward rule replaces an op type's vector-Jacobian product. The callback receives a context
+ * with the node's forward inputs/outputs, the gradients of its outputs (NULL: none flows) and the
+ * gradient buffers of its inputs to fill (NULL: not needed; accumulate with +=). Nodes with a rule
+ * are never fused away, so every one of them reaches the rule. */
+typedef struct stx_rule_ctx stx_rule_ctx;
+typedef struct stx_backward_rule {
+    const char *op_type; /* ONNX op type, e.g. "Relu" */
+    stx_status (*fn)(void *user, stx_rule_ctx *c);
+    void *user;
+} stx_backward_rule;
+
+STX_API const char *stx_rule_op_type(const stx_rule_ctx *c);
+STX_API const char *stx_rule_node_name(const stx_rule_ctx *c);
+STX_API int stx_rule_num_inputs(const stx_rule_ctx *c);
+STX_API int stx_rule_num_outputs(const stx_rule_ctx *c);
+STX_API stx_tensor *stx_rule_input(stx_rule_ctx *c, int i);
+STX_API stx_tensor *stx_rule_output(stx_rule_ctx *c, int i);
+STX_API stx_tensor *stx_rule_grad_output(stx_rule_ctx *c, int i);
+STX_API stx_tensor *stx_rule_grad_input(stx_rule_ctx *c, int i);
+/* The op's own backward (to wrap it). */
+STX_API stx_status stx_rule_default(stx_rule_ctx *c);
 
 /* Planned shape of any tensor (ONNX name or module path). */
 STX_API stx_status stx_session_tensor_shape(const stx_session *s, const char *name,

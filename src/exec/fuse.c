@@ -26,7 +26,14 @@ typedef struct fused_conv {
     dnnl_memory_t src, wei, bias, dst, src1, scratch;
     void *wbuf, *bbuf, *sbuf; /* reordered weights, bias, scratchpad (owned) */
     int has_src1;
+    int has_relu;
     int ndims; /* spatial rank */
+    /* kept for the backward-data primitive (built only when a sweep goes through this step) */
+    dnnl_convolution_desc_t fwd_desc;
+    dnnl_memory_desc_t wei_md; /* the forward weights layout held in wbuf */
+    dnnl_primitive_t bwd;
+    dnnl_memory_t bwd_wei, bwd_dsrc, bwd_ddst, bwd_scratch;
+    void *bwd_wbuf, *bwd_sbuf;
 } fused_conv;
 
 typedef struct chain {
@@ -88,6 +95,7 @@ static bool float_tensor(const stx_session *s, int v) {
 static bool conv_ok(const stx_session *s, const stx_step *st) {
     const stx_node *n = st->c.node;
     if (!is_op(st, "Conv") || n->n_out != 1 || n->n_in < 2) return false;
+    if (stx__rule_for(s, "Conv")) return false; /* a backward rule must see every Conv */
     int x = n->in[0], w = n->in[1], b = n->n_in > 2 ? n->in[2] : -1;
     if (!float_tensor(s, x) || !is_const(s, w) || s->vals[w].dtype != STX_DTYPE_FLOAT) return false;
     if (b >= 0 && (!is_const(s, b) || s->vals[b].dtype != STX_DTYPE_FLOAT)) return false;
@@ -124,6 +132,12 @@ static void fused_conv_free(void *p) {
     fused_conv *f = p;
     if (!f) return;
     if (f->prim) dnnl_primitive_destroy(f->prim);
+    if (f->bwd) dnnl_primitive_destroy(f->bwd);
+    dnnl_memory_t bm[] = {f->bwd_wei, f->bwd_dsrc, f->bwd_ddst, f->bwd_scratch};
+    for (size_t i = 0; i < sizeof bm / sizeof bm[0]; i++)
+        if (bm[i]) dnnl_memory_destroy(bm[i]);
+    stx__free(f->ctx, f->bwd_wbuf);
+    stx__free(f->ctx, f->bwd_sbuf);
     if (f->stream) dnnl_stream_destroy(f->stream);
     dnnl_memory_t mems[] = {f->src, f->wei, f->bias, f->dst, f->src1, f->scratch};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
@@ -293,6 +307,8 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
                      dnnl_post_ops_append_binary(po, dnnl_binary_add, &src1_md));
         f->has_src1 = 1;
     }
+    f->has_relu = ch->relu >= 0;
+    f->fwd_desc = cd;
     if (ch->relu >= 0)
         STX_DNNL_TRY(&fail, "eltwise post-op",
                      dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
@@ -307,6 +323,7 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
         const dnnl_memory_desc_t *sp =
             dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         size_t wsz = dnnl_memory_desc_get_size(chosen_w);
+        f->wei_md = *chosen_w;
         f->wbuf = stx__malloc(ctx, wsz ? wsz : 64);
         f->bbuf = bias;
         bias = NULL;
@@ -375,6 +392,171 @@ static stx_status gap_blocked_run(stx_step *st) {
     return STX_OK;
 }
 
+/* ---- backward of fused steps ------------------------------------------------------------------
+ */
+
+bool stx__is_fused_conv(const stx_step *st) {
+    return st->run == fused_conv_run;
+}
+bool stx__is_gap_blocked(const stx_step *st) {
+    return st->run == gap_blocked_run;
+}
+
+/* Backward-data primitive d x = conv^T(d z) with the folded weights (BatchNorm is affine, so the
+ * folded convolution's transpose is exactly the chain's). Weights are reordered once from the
+ * forward layout into the one the backward primitive wants. */
+stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
+    if (!stx__is_fused_conv(st)) return STX_OK;
+    fused_conv *f = st->state;
+    if (f->bwd) return STX_OK;
+    stx_op_ctx *c = &st->c;
+    stx_dnnl_fail fail = {dnnl_success, NULL};
+    stx_status status = STX_OK;
+    dnnl_primitive_desc_t hint = NULL, pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    stx_dnnl_reorder wr = {0};
+    dnnl_convolution_desc_t fd = f->fwd_desc, bd;
+    fd.prop_kind = dnnl_forward_training;
+    dnnl_memory_desc_t wany = fd.weights_desc;
+    wany.format_kind = dnnl_format_kind_any;
+    fd.weights_desc = wany;
+    STX_DNNL_TRY(&fail, "forward hint",
+                 dnnl_primitive_desc_create(&hint, &fd, NULL, stx__dnnl_engine(), NULL));
+    STX_DNNL_TRY(&fail, "backward-data descriptor",
+                 dnnl_dilated_convolution_backward_data_desc_init(
+                     &bd, dnnl_convolution_direct, &f->fwd_desc.src_desc, &wany,
+                     &f->fwd_desc.dst_desc, f->fwd_desc.strides, f->fwd_desc.dilates,
+                     f->fwd_desc.padding[0], f->fwd_desc.padding[1]));
+    STX_DNNL_TRY(&fail, "attributes", dnnl_primitive_attr_create(&attr));
+    STX_DNNL_TRY(&fail, "scratchpad mode",
+                 dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    STX_DNNL_TRY(&fail, "backward-data primitive descriptor",
+                 dnnl_primitive_desc_create(&pd, &bd, attr, stx__dnnl_engine(), hint));
+    STX_DNNL_TRY(&fail, "backward-data primitive", dnnl_primitive_create(&f->bwd, pd));
+    {
+        const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        const dnnl_memory_desc_t *sp =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        size_t wsz = dnnl_memory_desc_get_size(w), ssz = sp ? dnnl_memory_desc_get_size(sp) : 0;
+        f->bwd_wbuf = stx__malloc(s->ctx, wsz ? wsz : 64);
+        if (ssz) f->bwd_sbuf = stx__malloc(s->ctx, ssz);
+        if (!f->bwd_wbuf || (ssz && !f->bwd_sbuf)) {
+            status = stx__errf(&s->err, STX_E_NOMEM, "out of memory for backward weights");
+            goto done;
+        }
+        STX_DNNL_TRY(&fail, "weights memory", stx__dnnl_memory(&f->bwd_wei, w, f->bwd_wbuf));
+        if (ssz)
+            STX_DNNL_TRY(&fail, "scratchpad memory",
+                         stx__dnnl_memory(&f->bwd_scratch, sp, f->bwd_sbuf));
+        STX_DNNL_TRY(&fail, "diff_src memory",
+                     stx__dnnl_memory(&f->bwd_dsrc,
+                                      dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
+                                      NULL));
+        STX_DNNL_TRY(&fail, "diff_dst memory",
+                     stx__dnnl_memory(&f->bwd_ddst,
+                                      dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0),
+                                      NULL));
+        STX_DNNL_TRY(&fail, "weights reorder", stx__dnnl_reorder_init(&wr, &f->wei_md, w));
+        STX_DNNL_TRY(&fail, "weights reorder",
+                     stx__dnnl_reorder_run(&wr, f->stream, f->wbuf, f->bwd_wbuf));
+        STX_DNNL_TRY(&fail, "weights reorder", dnnl_stream_wait(f->stream));
+    }
+    {
+        /* scratch buffers for d z and a partial d x */
+        size_t need =
+            st->c.out[0]->nbytes > st->c.in[0]->nbytes ? st->c.out[0]->nbytes : st->c.in[0]->nbytes;
+        if (need > s->scratch_size) {
+            stx__free(s->ctx, s->scratch[0]);
+            stx__free(s->ctx, s->scratch[1]);
+            s->scratch[0] = stx__malloc(s->ctx, need);
+            s->scratch[1] = stx__malloc(s->ctx, need);
+            s->scratch_size = need;
+            if (!s->scratch[0] || !s->scratch[1]) {
+                status = stx__errf(&s->err, STX_E_NOMEM, "out of memory for backward scratch");
+                goto done;
+            }
+        }
+    }
+    goto done;
+dnnl_fail:
+    status = stx__dnnl_err(c, fail.status, fail.what);
+done:
+    stx__dnnl_reorder_free(&wr);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return status;
+}
+
+static void add_into(float *dst, const float *src, int64_t n, bool fresh) {
+    if (fresh) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+stx_status stx__fused_backward_run(stx_session *s, stx_step *f, stx_step *b) {
+    stx_tensor *dx = b->c.din[0];
+    if (stx__is_gap_blocked(f)) {
+        /* d x[n, cb, i, l] = d y[n, cb*blk + l] / S, in the blocked layout */
+        const stx_tensor *x = f->c.in[0], *dy = b->c.dout[0];
+        if (!dx || !dy) return STX_OK;
+        int blk = (int)(intptr_t)f->state;
+        int64_t N = x->dims[0], C = x->dims[1], S = 1;
+        for (int k = 2; k < x->rank; k++) S *= x->dims[k];
+        int64_t CB = C / blk;
+        bool fresh = b->zero_mask & 1u;
+        float *dxp = dx->data;
+        const float *dyp = dy->data;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t cb = 0; cb < CB; cb++) {
+                float *p = dxp + (n * CB + cb) * S * blk;
+                const float *g = dyp + n * C + cb * blk;
+                for (int64_t i = 0; i < S; i++)
+                    for (int l = 0; l < blk; l++) {
+                        float v = g[l] / (float)S;
+                        p[i * blk + l] = fresh ? v : p[i * blk + l] + v;
+                    }
+            }
+        return STX_OK;
+    }
+    fused_conv *fc = f->state;
+    const stx_tensor *y = f->c.out[0];
+    const stx_tensor *dy = b->c.dout[0];
+    stx_tensor *dres = b->c.din[1];
+    if (!dy) return STX_OK;
+    int64_t ny = stx__numel(y->dims, y->rank);
+    /* d z = d y masked by the ReLU (y > 0) */
+    const float *dz = dy->data;
+    if (fc->has_relu) {
+        float *z = s->scratch[0];
+        const float *yp = y->data, *g = dy->data;
+#pragma omp parallel for schedule(static) if (ny > 65536)
+        for (int64_t i = 0; i < ny; i++) z[i] = yp[i] > 0.0f ? g[i] : 0.0f;
+        dz = z;
+    }
+    if (dres) add_into(dres->data, dz, ny, (b->zero_mask >> 1) & 1u);
+    if (!dx) return STX_OK;
+    bool fresh = b->zero_mask & 1u;
+    void *target = fresh ? dx->data : s->scratch[1];
+    dnnl_memory_set_data_handle(fc->bwd_ddst, (void *)dz);
+    dnnl_memory_set_data_handle(fc->bwd_dsrc, target);
+    dnnl_exec_arg_t args[4];
+    int na = 0;
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, fc->bwd_ddst};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, fc->bwd_wei};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, fc->bwd_dsrc};
+    if (fc->bwd_scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, fc->bwd_scratch};
+    dnnl_status_t ds = dnnl_primitive_execute(fc->bwd, fc->stream, na, args);
+    if (ds == dnnl_success) ds = dnnl_stream_wait(fc->stream);
+    if (ds != dnnl_success) return stx__dnnl_err(&b->c, ds, "convolution backward-data");
+    if (!fresh) add_into(dx->data, s->scratch[1], stx__numel(dx->dims, dx->rank), false);
+    return STX_OK;
+}
+
 /* ---- the pass ------------------------------------------------------------------------------ */
 
 stx_status stx__fuse_plan(stx_session *s) {
@@ -398,12 +580,13 @@ stx_status stx__fuse_plan(stx_session *s) {
         const stx_node *n = st->c.node;
         chain ch = {i, -1, -1, -1, n->in[0], n->in[1], n->n_in > 2 ? n->in[2] : -1, -1, n->out[0]};
         int r = sole_reader(s, ch.out);
-        if (r >= 0 && bn_ok(s, &s->steps[r]) && s->steps[r].c.node->in[0] == ch.out) {
+        if (r >= 0 && bn_ok(s, &s->steps[r]) && s->steps[r].c.node->in[0] == ch.out &&
+            !stx__rule_for(s, "BatchNormalization")) {
             ch.bn = r;
             ch.out = s->steps[r].c.node->out[0];
             r = sole_reader(s, ch.out);
         }
-        if (r >= 0) {
+        if (r >= 0 && !stx__rule_for(s, "Add")) {
             int o = add_other(s, &s->steps[r], ch.out);
             /* the residual must be computed before the conv runs (it is read by the fused step) */
             int prod = -1;
@@ -417,7 +600,7 @@ stx_status stx__fuse_plan(stx_session *s) {
                 r = sole_reader(s, ch.out);
             }
         }
-        if (r >= 0 && is_op(&s->steps[r], "Relu")) {
+        if (r >= 0 && is_op(&s->steps[r], "Relu") && !stx__rule_for(s, "Relu")) {
             ch.relu = r;
             ch.out = s->steps[r].c.node->out[0];
         }
@@ -490,6 +673,16 @@ stx_status stx__fuse_plan(stx_session *s) {
             ok = st->run == fused_conv_run || is_op(st, "GlobalAveragePool");
         }
         if (ok) s->blocked[v] = (uint8_t)blk;
+    }
+    /* a residual and the output it is added to must share a layout (the binary post-op and its
+     * gradient are elementwise on raw memory): demote both to plain until consistent */
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int q = 0; q < nch; q++)
+            if (chains[q].res >= 0 && s->blocked[chains[q].res] != s->blocked[chains[q].out]) {
+                s->blocked[chains[q].res] = s->blocked[chains[q].out] = 0;
+                changed = true;
+            }
     }
     /* 3. build primitives; GlobalAveragePool on blocked input gets its own kernel */
     for (int i = 0; i < s->n_steps && !status; i++) {

@@ -61,7 +61,7 @@ static int cmp_size_desc(const void *a, const void *b) {
 }
 
 static stx_status plan_memory(stx_session *s) {
-    int nv = s->nv;
+    int nv = 2 * s->nv; /* values and their gradients */
     live_range *r = stx__calloc(s->ctx, (size_t)nv + 1, sizeof *r);
     int *idx = stx__malloc(s->ctx, sizeof(int) * ((size_t)nv + 1));
     if (!r || !idx) {
@@ -91,8 +91,10 @@ static stx_status plan_memory(stx_session *s) {
     const stx_graph *g = &s->m->g;
     for (int k = 0; k < g->n_outputs; k++)
         if (idx[g->outputs[k]] >= 0) r[idx[g->outputs[k]]].last = s->n_steps;
-    for (int v = 0; v < nv; v++)
+    for (int v = 0; v < s->nv; v++)
         if (s->keep[v] && idx[v] >= 0) r[idx[v]].last = s->n_steps;
+    for (int k = 0; k < s->n_wrt; k++) /* requested gradients live to the end */
+        if (idx[s->nv + s->wrt[k]] >= 0) r[idx[s->nv + s->wrt[k]]].last = s->n_steps;
     qsort(r, (size_t)nr, sizeof *r, cmp_size_desc);
     size_t total = 0;
     for (int i = 0; i < nr; i++) {
@@ -166,14 +168,18 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
     stx_status st = STX_OK;
     int total_ptrs = 0;
     for (int i = 0; i < g->n_nodes; i++) total_ptrs += g->nodes[i].n_in + g->nodes[i].n_out;
-    s->vals = stx__calloc(ctx, (size_t)s->nv + 1, sizeof *s->vals);
-    s->kind = stx__calloc(ctx, (size_t)s->nv + 1, 1);
+    s->vals = stx__calloc(ctx, 2 * (size_t)s->nv + 1, sizeof *s->vals);
+    s->kind = stx__calloc(ctx, 2 * (size_t)s->nv + 1, 1);
     s->keep = stx__calloc(ctx, (size_t)s->nv + 1, 1);
-    s->steps = stx__calloc(ctx, (size_t)g->n_nodes + 1, sizeof *s->steps);
+    /* forward steps, then the seed and one backward step per forward step */
+    s->steps = stx__calloc(ctx, 2 * (size_t)g->n_nodes + 2, sizeof *s->steps);
     s->ptrs = stx__calloc(ctx, (size_t)total_ptrs + 1, sizeof *s->ptrs);
     s->inputs = stx__calloc(ctx, (size_t)g->n_inputs + 1, sizeof(int));
-    s->blocked = stx__calloc(ctx, (size_t)s->nv + 1, 1);
-    if (!s->vals || !s->kind || !s->keep || !s->steps || !s->ptrs || !s->inputs || !s->blocked) {
+    s->blocked = stx__calloc(ctx, 2 * (size_t)s->nv + 1, 1);
+    s->need_grad = stx__calloc(ctx, (size_t)s->nv + 1, 1);
+    s->seed_out = -1;
+    if (!s->vals || !s->kind || !s->keep || !s->steps || !s->ptrs || !s->inputs || !s->blocked ||
+        !s->need_grad) {
         st = stx__errf(ce, STX_E_NOMEM, "out of memory");
         goto fail;
     }
@@ -198,6 +204,53 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             }
             s->keep[v] = 1;
         }
+    if (o.n_rules > 0) {
+        if (!o.rules) {
+            st = stx__errf(ce, STX_E_INVALID, "n_rules > 0 but rules is NULL");
+            goto fail;
+        }
+        s->rules = stx__calloc(ctx, (size_t)o.n_rules, sizeof *s->rules);
+        if (!s->rules) {
+            st = stx__errf(ce, STX_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (int k = 0; k < o.n_rules; k++) {
+            if (!o.rules[k].op_type || !o.rules[k].fn) {
+                st = stx__errf(ce, STX_E_INVALID, "backward rule %d has no op type or function", k);
+                goto fail;
+            }
+            s->rules[k] = o.rules[k];
+        }
+        s->n_rules = o.n_rules;
+    }
+    if (o.grad_wrt) {
+        int n = 0;
+        for (const char *const *k = o.grad_wrt; *k; k++) n++;
+        s->wrt = stx__calloc(ctx, (size_t)n + 1, sizeof(int));
+        if (!s->wrt) {
+            st = stx__errf(ce, STX_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (const char *const *k = o.grad_wrt; *k; k++) {
+            int v = strcmp(*k, "input") == 0 && g->n_inputs > 0 && stx__graph_find(g, *k) < 0
+                        ? g->inputs[0]
+                        : stx__session_lookup(s, *k);
+            if (v < 0) {
+                st = stx__errf(ce, STX_E_NOTFOUND,
+                               "gradient target '%s' is neither a tensor nor a module of the model",
+                               *k);
+                goto fail;
+            }
+            s->wrt[s->n_wrt++] = v;
+            s->keep[v] = 1; /* observable: not fused away, plain layout */
+        }
+        if (o.grad_output < 0 || o.grad_output >= g->n_outputs) {
+            st = stx__errf(ce, STX_E_INVALID, "grad_output %d out of range (model has %d outputs)",
+                           o.grad_output, g->n_outputs);
+            goto fail;
+        }
+        s->seed_out = g->outputs[o.grad_output];
+    }
     if (n_inputs != g->n_inputs) {
         st = stx__errf(ce, STX_E_INVALID, "model has %d input(s) (first: '%s'), %d shape(s) given",
                        g->n_inputs, g->values[g->inputs[0]].name, n_inputs);
@@ -356,22 +409,40 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             goto fail;
         }
     }
+    s->n_fwd = s->n_steps;
+    if (s->seed_out >= 0) {
+        st = stx__backward_plan(s);
+        if (st) {
+            stx__errf(ce, st, "%s", s->err.msg);
+            goto fail;
+        }
+    }
     st = plan_memory(s);
     if (st) {
         stx__errf(ce, st, "%s", s->err.msg);
         goto fail;
     }
-    for (int i = 0; i < s->n_steps; i++) {
+    for (int i = 0; i < s->n_fwd; i++) {
         stx_step *stp = &s->steps[i];
         if (stp->run || !stp->c.node->def->prepare) continue;
         st = stp->c.node->def->prepare(&stp->c, &stp->state);
         stp->c.state = stp->state;
         if (st) goto fail;
     }
+    if (s->seed_out >= 0) {
+        st = stx__backward_prepare(s);
+        if (st) {
+            stx__errf(ce, st, "%s", s->err.msg);
+            goto fail;
+        }
+    }
     *out = s;
     return STX_OK;
 fail:
-    if (s->steps) s->n_steps += s->steps[s->n_steps].owned != NULL; /* free a pending one */
+    if (s->steps && !s->n_fwd) {
+        s->n_steps += s->steps[s->n_steps].owned != NULL; /* free a pending one */
+        s->n_fwd = s->n_steps;
+    }
     stx_session_free(s);
     return st;
 }
@@ -379,8 +450,9 @@ fail:
 void stx_session_free(stx_session *s) {
     if (!s) return;
     stx_context *ctx = s->ctx;
+    stx__backward_free(s);
     if (s->steps)
-        for (int i = 0; i < s->n_steps; i++) {
+        for (int i = 0; i < s->n_fwd; i++) {
             stx_step *stp = &s->steps[i];
             if (stp->state && stp->release)
                 stp->release(stp->state);
@@ -400,6 +472,9 @@ void stx_session_free(stx_session *s) {
     stx__free(ctx, s->ptrs);
     stx__free(ctx, s->inputs);
     stx__free(ctx, s->blocked);
+    stx__free(ctx, s->need_grad);
+    stx__free(ctx, s->wrt);
+    stx__free(ctx, s->rules);
     stx__free(ctx, s);
 }
 
@@ -453,11 +528,12 @@ stx_status stx_session_run_multi(stx_session *s, int n_inputs, const stx_tensor 
             s->vals[s->inputs[i]].data = (void *)inputs[i]->data;
     stx__set_threads(s->nthreads);
     stx_status st = STX_OK;
-    for (int i = 0; i < s->n_steps && !st; i++) {
+    for (int i = 0; i < s->n_fwd && !st; i++) {
         stx_step *stp = &s->steps[i];
         stp->c.err = &s->err;
         st = stp->run ? stp->run(stp) : stp->c.node->def->forward(&stp->c);
     }
+    s->ran_forward = st == STX_OK;
     for (int i = 0; i < n_inputs; i++)
         if (s->kind[s->inputs[i]] == STX_VK_INPUT) s->vals[s->inputs[i]].data = NULL;
     return st;

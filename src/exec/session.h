@@ -28,6 +28,11 @@ struct stx_step {
     void (*release)(void *state);
     int fused_vals[4]; /* storage behind vin/vout of a fused step */
     stx_tensor *fused_ptrs[4];
+    /* Backward steps: the forward step they differentiate (-1 for forward steps), and which
+     * din entries must be zeroed first (bit k). */
+    int fwd;
+    uint32_t zero_mask;
+    stx_session *sess;
 };
 
 struct stx_session {
@@ -40,19 +45,46 @@ struct stx_session {
     stx_tensor *vals; /* per graph value: planned tensor (header + data pointer) */
     uint8_t *kind;    /* stx_value_kind per value */
     uint8_t *keep;    /* values that must stay observable (live to the end) */
-    int n_steps;
+    int n_steps;      /* forward steps, then (reverse mode) the seed and backward steps */
+    int n_fwd;        /* forward steps */
     stx_step *steps;
     stx_tensor **ptrs; /* storage behind the steps' in/out pointer arrays */
     void *arena;
     size_t arena_size;
     int64_t macs;
     uint8_t *blocked; /* per value: channel block of a oneDNN blocked layout, 0 = plain */
+    /* reverse mode */
+    int n_wrt;
+    int *wrt;           /* values whose gradients are requested */
+    int seed_out;       /* value seeded, -1 when reverse mode is not planned */
+    uint8_t *need_grad; /* per value */
+    stx_backward_rule *rules;
+    int n_rules;
+    int *int_pool;         /* storage behind backward steps' vin/vout */
+    stx_tensor **ptr_pool; /* storage behind backward steps' din/dout */
+    void *scratch[2];      /* per-session scratch for fused backward */
+    size_t scratch_size;
+    stx_seed seed;   /* the seed of the current backward */
+    int64_t *seeded; /* N targets used by the last backward */
+    bool ran_forward;
     int n_inputs;
     int *inputs; /* value indices of the graph inputs */
 };
 
 /* oneDNN fusion pass (fuse.c): rewrites s->steps before memory planning. */
 stx_status stx__fuse_plan(stx_session *s);
+/* Reverse-mode planning (backward.c): appends the seed and backward steps. */
+stx_status stx__backward_plan(stx_session *s);
+/* After memory planning: per-step backward state (oneDNN backward primitives). */
+stx_status stx__backward_prepare(stx_session *s);
+void stx__backward_free(stx_session *s);
+/* fuse.c: backward of fused steps. */
+bool stx__is_fused_conv(const stx_step *st);
+bool stx__is_gap_blocked(const stx_step *st);
+stx_status stx__fused_backward_prepare(stx_session *s, stx_step *fwd);
+stx_status stx__fused_backward_run(stx_session *s, stx_step *fwd, stx_step *bwd);
+/* Rules: the rule for an op type, or NULL. */
+const stx_backward_rule *stx__rule_for(const stx_session *s, const char *op_type);
 
 /* Value index for a tensor name or module path; -1 when unknown. */
 int stx__session_lookup(const stx_session *s, const char *name);

@@ -25,6 +25,10 @@ typedef struct stx_op_ctx {
     int opset;
     void *state; /* per-node planned state (from prepare), or NULL */
     int no_dnnl; /* 1: the session asked for reference kernels only (prepare must not use oneDNN) */
+    /* Reverse mode (see `backward` below). din/dout have n_in/n_out entries. */
+    stx_tensor **din;  /* gradient buffers of inputs to compute (accumulate +=), NULL: not needed */
+    stx_tensor **dout; /* gradients of outputs, NULL: no gradient flows into that output (zero) */
+    int need_backward; /* set at prepare when the session will run backward through this node */
 } stx_op_ctx;
 
 typedef struct stx_op_def {
@@ -39,6 +43,14 @@ typedef struct stx_op_def {
     /* Optional: build per-node state once shapes are known (e.g. oneDNN primitives). */
     stx_status (*prepare)(stx_op_ctx *c, void **state);
     void (*release)(void *state);
+    /* Reverse mode: the vector-Jacobian product. Given the gradients of the outputs (c->dout),
+     * accumulate (+=) the gradients of the inputs that are asked for (c->din[k] != NULL; the
+     * buffers are zeroed by the engine). Only the forward values named in bwd_in / bwd_out
+     * (bit k = input/output k) are guaranteed to hold data; the others may have data == NULL.
+     * Never compute what is not asked for (weight gradients in particular). float32 and float64.
+     * NULL: the op is not differentiable (integer outputs: Shape, Equal, ...); gradients stop. */
+    stx_status (*backward)(stx_op_ctx *c);
+    uint32_t bwd_in, bwd_out;
 } stx_op_def;
 
 /* Looks an op up by name (default domain ""/"ai.onnx"); NULL when unsupported. */

@@ -1,0 +1,161 @@
+/* cmd_grad.c: `stx grad MODEL INPUT --target K|top [--frame T] [--score logit|prob]
+ *              [--wrt input|TENSOR|MODULE] -o OUT.npy` */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void grad_usage(FILE *f) {
+    fprintf(f,
+            "usage: stx grad MODEL INPUT.npy [--target K|top|K1,K2,...] [--frame T]\n"
+            "                [--score logit|prob] [--wrt input|TENSOR|MODULE] -o OUT.npy\n"
+            "                [--threads N]\n"
+            "  Gradient of a class score with respect to the input or any tensor (an ONNX tensor\n"
+            "  name or a PyTorch module path such as layer4), written with that tensor's shape.\n"
+            "  --target   class per sample: one value for all samples, a comma list (one per\n"
+            "             sample), or top (default: the predicted class)\n"
+            "  --frame    frame index for models that output one prediction per frame (N,K,T)\n"
+            "  --score    logit (default) or prob (softmax probability over the class axis)\n");
+}
+
+/* Parses "top", "K" or "K1,K2,..." into n entries (-1 = top). */
+static bool parse_targets(const char *s, int64_t *t, int64_t n) {
+    if (strcmp(s, "top") == 0) {
+        for (int64_t i = 0; i < n; i++) t[i] = -1;
+        return true;
+    }
+    int64_t k = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0) return false;
+        if (k >= n) return false;
+        t[k++] = v;
+        p = end;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            return false;
+    }
+    if (k == 1)
+        for (int64_t i = 1; i < n; i++) t[i] = t[0];
+    else if (k != n)
+        return false;
+    return true;
+}
+
+int cmd_grad(int argc, char **argv) {
+    const char *model = NULL, *input = NULL, *out = NULL, *target = "top", *wrt = "input";
+    const char *score = "logit";
+    long threads = 0, frame = -2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            grad_usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {
+            if (++i >= argc) return cli_fail("%s needs a file name", a);
+            out = argv[i];
+        } else if (strcmp(a, "--target") == 0) {
+            if (++i >= argc) return cli_fail("--target needs a class index, a list or top");
+            target = argv[i];
+        } else if (strcmp(a, "--wrt") == 0) {
+            if (++i >= argc) return cli_fail("--wrt needs input, a tensor name or a module path");
+            wrt = argv[i];
+        } else if (strcmp(a, "--score") == 0) {
+            if (++i >= argc || (strcmp(argv[i], "logit") && strcmp(argv[i], "prob")))
+                return cli_fail("--score must be logit or prob");
+            score = argv[i];
+        } else if (strcmp(a, "--frame") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 0, 1L << 40, &frame))
+                return cli_fail("--frame needs a non-negative frame index");
+        } else if (strcmp(a, "--threads") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 4096, &threads))
+                return cli_fail("--threads needs a positive integer");
+        } else if (a[0] == '-' && a[1]) {
+            return cli_fail("grad: unknown option '%s' (try 'stx grad --help')", a);
+        } else if (!model) {
+            model = a;
+        } else if (!input) {
+            input = a;
+        } else {
+            return cli_fail("grad: unexpected argument '%s'", a);
+        }
+    }
+    if (!model || !input || !out) {
+        grad_usage(stderr);
+        return 2;
+    }
+    stx_context *ctx = NULL;
+    stx_model *m = NULL;
+    stx_session *s = NULL;
+    stx_tensor *x = NULL;
+    int64_t *targets = NULL, *frames = NULL;
+    int rc = cli_context((int)threads, &ctx);
+    if (rc) return rc;
+    if ((rc = cli_load_model(ctx, model, &m))) goto done;
+    if (stx_tensor_load_npy(ctx, input, &x) != STX_OK) {
+        rc = cli_fail("%s", stx_context_last_error(ctx));
+        goto done;
+    }
+    if (stx_tensor_dtype(x) != STX_DTYPE_FLOAT) {
+        rc = cli_fail("%s: input must be float32, got %s", input,
+                      stx_dtype_name(stx_tensor_dtype(x)));
+        goto done;
+    }
+    int64_t n = stx_tensor_rank(x) > 0 ? stx_tensor_shape(x)[0] : 1;
+    targets = calloc((size_t)n, sizeof *targets);
+    frames = calloc((size_t)n, sizeof *frames);
+    if (!targets || !frames) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    if (!parse_targets(target, targets, n)) {
+        rc = cli_fail("--target '%s': expected top, a class index or %lld comma-separated indices",
+                      target, (long long)n);
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) frames[i] = frame >= 0 ? frame : -1;
+    const char *wrt_list[2] = {wrt, NULL};
+    stx_session_options so = stx_session_options_default();
+    so.grad_wrt = wrt_list;
+    if (stx_session_create(m, &so, stx_tensor_shape(x), stx_tensor_rank(x), &s) != STX_OK) {
+        rc = cli_fail("%s", stx_context_last_error(ctx));
+        goto done;
+    }
+    stx_tensor *y = NULL;
+    double t0 = cli_now_ms();
+    if (stx_session_run(s, x, &y) != STX_OK) {
+        rc = cli_fail("%s", stx_session_last_error(s));
+        goto done;
+    }
+    double t1 = cli_now_ms();
+    stx_seed seed = stx_seed_default();
+    seed.targets = targets;
+    seed.frames = frame >= 0 ? frames : NULL;
+    seed.score = strcmp(score, "prob") == 0 ? STX_SCORE_PROB : STX_SCORE_LOGIT;
+    if (stx_session_backward(s, &seed) != STX_OK) {
+        rc = cli_fail("%s", stx_session_last_error(s));
+        goto done;
+    }
+    double t2 = cli_now_ms();
+    const int64_t *used = stx_session_seeded_targets(s);
+    for (int64_t i = 0; i < n; i++)
+        printf("sample %lld: class %lld%s\n", (long long)i, (long long)used[i],
+               targets[i] < 0 ? " (top)" : "");
+    printf("forward_ms: %.3f\nbackward_ms: %.3f\n", t1 - t0, t2 - t1);
+    stx_tensor *g = stx_session_grad(s, wrt);
+    if (!g || stx_tensor_save_npy(ctx, g, out) != STX_OK) {
+        rc = cli_fail("%s", g ? stx_context_last_error(ctx) : "no gradient computed");
+        goto done;
+    }
+done:
+    free(targets);
+    free(frames);
+    stx_tensor_free(x);
+    stx_session_free(s);
+    stx_model_free(m);
+    stx_context_free(ctx);
+    return rc;
+}
