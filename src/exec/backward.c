@@ -345,12 +345,13 @@ stx_status stx__backward_prepare(stx_session *s) {
 void stx__backward_free(stx_session *s) {
     stx__free(s->ctx, s->int_pool);
     stx__free(s->ctx, s->ptr_pool);
-    stx__free(s->ctx, s->scratch[0]);
-    stx__free(s->ctx, s->scratch[1]);
+    for (int k = 0; k < 6; k++) {
+        stx__free(s->ctx, s->fscratch[k]);
+        s->fscratch[k] = NULL;
+    }
     stx__free(s->ctx, s->seeded);
     s->int_pool = NULL;
     s->ptr_pool = NULL;
-    s->scratch[0] = s->scratch[1] = NULL;
     s->seeded = NULL;
 }
 

@@ -6,12 +6,15 @@
  * blocked one and its output back. This pass
  *   1. folds every such chain into one oneDNN convolution with post-ops (BatchNorm folded into
  *      the weights and bias, the residual as a binary-add post-op, ReLU as an eltwise post-op);
- *   2. keeps a tensor in oneDNN's channel-blocked layout (nCdhw8c on AVX2, 16c on AVX-512) when
- *      it is produced by a fused convolution and every reader understands that layout (fused
- *      convolutions and GlobalAveragePool), so activations are never reordered between layers.
- * Tensors that are graph outputs, requested by the caller (`keep`), or read by any other op stay
- * plain. Blocked tensors have exactly the plain size (only channel counts divisible by the block
- * are blocked), so the memory planner is unaffected.
+ *   2. keeps a tensor in oneDNN's channel-blocked layout (nCdhw8c on AVX2, 16c on AVX-512, the
+ *      channels padded with zeros to a multiple of the block) when it is produced by a fused
+ *      convolution and every reader understands that layout (fused convolutions and
+ *      GlobalAveragePool), so activations are never reordered between layers.
+ * Tensors that are graph outputs, requested by the caller (`keep`, gradient targets), or read by
+ * any other op stay plain; a fused step converts at such boundaries itself, through scratch
+ * buffers shared by the whole session (steps run one after another).
+ * Backward: the chain's vector-Jacobian product is a ReLU mask, the residual's identity, and
+ * oneDNN's convolution backward-data with the folded weights (BatchNorm is affine).
  */
 #include "../ops/dnnl_util.h"
 #include "session.h"
@@ -19,21 +22,27 @@
 #include <math.h>
 #include <string.h>
 
+/* Session-wide scratch of the fused steps: forward boundary conversions use slots 0-2, backward
+ * slots 3-5. */
+enum { FS_SRC, FS_RES, FS_DST, BS_DZ, BS_DDST, BS_DSRC, FS_N };
+
 typedef struct fused_conv {
     stx_context *ctx;
+    stx_session *sess;
     dnnl_primitive_t prim;
     dnnl_stream_t stream;
     dnnl_memory_t src, wei, bias, dst, src1, scratch;
     void *wbuf, *bbuf, *sbuf; /* reordered weights, bias, scratchpad (owned) */
-    int has_src1;
-    int has_relu;
-    int ndims; /* spatial rank */
+    int has_src1, has_relu;
+    /* boundary conversions (prim == NULL when the value already has the primitive's layout) */
+    stx_dnnl_reorder rx, rres, ry;
     /* kept for the backward-data primitive (built only when a sweep goes through this step) */
     dnnl_convolution_desc_t fwd_desc;
-    dnnl_memory_desc_t wei_md; /* the forward weights layout held in wbuf */
+    dnnl_memory_desc_t wei_md, src_md, dst_md, xval_md, yval_md;
     dnnl_primitive_t bwd;
     dnnl_memory_t bwd_wei, bwd_dsrc, bwd_ddst, bwd_scratch;
     void *bwd_wbuf, *bwd_sbuf;
+    stx_dnnl_reorder rdz, rdx, rdx_acc; /* dz -> diff_dst layout; diff_src -> dx (=, +=) */
 } fused_conv;
 
 typedef struct chain {
@@ -126,6 +135,71 @@ static int add_other(const stx_session *s, const stx_step *st, int v) {
     return o;
 }
 
+/* ---- layouts and scratch -------------------------------------------------------------------- */
+
+/* Memory descriptor of value v in its planned layout. */
+static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
+    const stx_tensor *t = &s->vals[v];
+    int blk = s->blocked[v];
+    if (!blk) return stx__dnnl_md_plain(md, t->dims, t->rank, dnnl_f32);
+    return stx__dnnl_md_blocked(md, t->dims, t->rank, blk);
+}
+
+static bool md_equal(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b) {
+    return dnnl_memory_desc_equal(a, b) != 0;
+}
+
+static void *fscratch(stx_session *s, int slot) {
+    return s->fscratch[slot];
+}
+
+static void need_scratch(stx_session *s, int slot, size_t n) {
+    if (n > s->fscratch_size[slot]) s->fscratch_size[slot] = n;
+}
+
+/* Allocates the shared scratch once every step has said what it needs. */
+static stx_status alloc_scratch(stx_session *s) {
+    for (int k = 0; k < FS_N; k++) {
+        if (s->fscratch_size[k] <= s->fscratch_alloc[k]) continue;
+        stx__free(s->ctx, s->fscratch[k]);
+        s->fscratch_alloc[k] = 0;
+        s->fscratch[k] = stx__calloc(s->ctx, 1, s->fscratch_size[k]);
+        if (!s->fscratch[k])
+            return stx__errf(&s->err, STX_E_NOMEM, "out of memory for %zu bytes of scratch",
+                             s->fscratch_size[k]);
+        s->fscratch_alloc[k] = s->fscratch_size[k];
+    }
+    return STX_OK;
+}
+
+/* A reorder between two descriptors, or nothing when they are equal. */
+static dnnl_status_t maybe_reorder(stx_dnnl_reorder *r, const dnnl_memory_desc_t *from,
+                                   const dnnl_memory_desc_t *to) {
+    if (md_equal(from, to)) return dnnl_success;
+    return stx__dnnl_reorder_init(r, from, to);
+}
+
+/* A reorder that accumulates into its destination (dst += reorder(src)). */
+static dnnl_status_t accumulate_reorder(stx_dnnl_reorder *r, const dnnl_memory_desc_t *from,
+                                        const dnnl_memory_desc_t *to) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_engine_t e = stx__dnnl_engine();
+    dnnl_status_t st = dnnl_primitive_attr_create(&attr);
+    if (st == dnnl_success) st = dnnl_post_ops_create(&po);
+    if (st == dnnl_success) st = dnnl_post_ops_append_sum(po, 1.0f);
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, from, e, to, e, attr);
+    if (st == dnnl_success) st = dnnl_primitive_create(&r->prim, pd);
+    if (st == dnnl_success) st = stx__dnnl_memory(&r->from, from, NULL);
+    if (st == dnnl_success) st = stx__dnnl_memory(&r->to, to, NULL);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
 /* ---- the fused convolution step ----------------------------------------------------------- */
 
 static void fused_conv_free(void *p) {
@@ -133,27 +207,39 @@ static void fused_conv_free(void *p) {
     if (!f) return;
     if (f->prim) dnnl_primitive_destroy(f->prim);
     if (f->bwd) dnnl_primitive_destroy(f->bwd);
-    dnnl_memory_t bm[] = {f->bwd_wei, f->bwd_dsrc, f->bwd_ddst, f->bwd_scratch};
-    for (size_t i = 0; i < sizeof bm / sizeof bm[0]; i++)
-        if (bm[i]) dnnl_memory_destroy(bm[i]);
-    stx__free(f->ctx, f->bwd_wbuf);
-    stx__free(f->ctx, f->bwd_sbuf);
     if (f->stream) dnnl_stream_destroy(f->stream);
-    dnnl_memory_t mems[] = {f->src, f->wei, f->bias, f->dst, f->src1, f->scratch};
+    dnnl_memory_t mems[] = {f->src,     f->wei,     f->bias,     f->dst,      f->src1,
+                            f->scratch, f->bwd_wei, f->bwd_dsrc, f->bwd_ddst, f->bwd_scratch};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
         if (mems[i]) dnnl_memory_destroy(mems[i]);
+    stx_dnnl_reorder *rs[] = {&f->rx, &f->rres, &f->ry, &f->rdz, &f->rdx, &f->rdx_acc};
+    for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) stx__dnnl_reorder_free(rs[i]);
     stx__free(f->ctx, f->wbuf);
     stx__free(f->ctx, f->bbuf);
     stx__free(f->ctx, f->sbuf);
+    stx__free(f->ctx, f->bwd_wbuf);
+    stx__free(f->ctx, f->bwd_sbuf);
     stx__free(f->ctx, f);
 }
 
 static stx_status fused_conv_run(stx_step *st) {
     fused_conv *f = st->state;
+    stx_session *s = f->sess;
     stx_tensor *x = st->c.in[0], *res = st->c.in[1], *y = st->c.out[0];
-    dnnl_memory_set_data_handle(f->src, x->data);
-    dnnl_memory_set_data_handle(f->dst, y->data);
-    if (f->has_src1) dnnl_memory_set_data_handle(f->src1, res->data);
+    dnnl_status_t ds = dnnl_success;
+    void *src = x->data, *src1 = res ? res->data : NULL, *dst = y->data;
+    if (f->rx.prim) {
+        src = fscratch(s, FS_SRC);
+        ds = stx__dnnl_reorder_run(&f->rx, f->stream, x->data, src);
+    }
+    if (ds == dnnl_success && f->rres.prim) {
+        src1 = fscratch(s, FS_RES);
+        ds = stx__dnnl_reorder_run(&f->rres, f->stream, res->data, src1);
+    }
+    if (f->ry.prim) dst = fscratch(s, FS_DST);
+    dnnl_memory_set_data_handle(f->src, src);
+    dnnl_memory_set_data_handle(f->dst, dst);
+    if (f->has_src1) dnnl_memory_set_data_handle(f->src1, src1);
     dnnl_exec_arg_t args[8];
     int na = 0;
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, f->src};
@@ -163,30 +249,17 @@ static stx_status fused_conv_run(stx_step *st) {
     if (f->scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, f->scratch};
     if (f->has_src1)
         args[na++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, f->src1};
-    dnnl_status_t ds = dnnl_primitive_execute(f->prim, f->stream, na, args);
+    if (ds == dnnl_success) ds = dnnl_primitive_execute(f->prim, f->stream, na, args);
+    if (ds == dnnl_success && f->ry.prim)
+        ds = stx__dnnl_reorder_run(&f->ry, f->stream, dst, y->data);
     if (ds == dnnl_success) ds = dnnl_stream_wait(f->stream);
     if (ds != dnnl_success) return stx__dnnl_err(&st->c, ds, "fused convolution execute");
     return STX_OK;
 }
 
-/* Memory descriptor of value v in its planned layout. */
-static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
-    const stx_tensor *t = &s->vals[v];
-    int blk = s->blocked[v];
-    if (!blk) return stx__dnnl_md_plain(md, t->dims, t->rank, dnnl_f32);
-    dnnl_dims_t d;
-    for (int k = 0; k < t->rank; k++) d[k] = t->dims[k];
-    dnnl_format_tag_t tag;
-    if (t->rank == 5)
-        tag = blk == 16 ? dnnl_nCdhw16c : dnnl_nCdhw8c;
-    else if (t->rank == 4)
-        tag = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
-    else
-        tag = blk == 16 ? dnnl_nCw16c : dnnl_nCw8c;
-    return dnnl_memory_desc_init_by_tag(md, t->rank, d, dnnl_f32, tag);
-}
-
-/* Builds the oneDNN primitive for a chain; weights folded with BatchNorm when present. */
+/* Builds the oneDNN primitive for a chain; weights folded with BatchNorm when present. The
+ * destination is always channel-blocked (the fast kernels' layout); the source is the input
+ * value's layout when blocked, else whatever the primitive prefers. */
 static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st) {
     stx_op_ctx *c = &st->c;
     const stx_node *n = c->node;
@@ -199,21 +272,21 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
     int64_t kvol = 1;
     for (int k = 2; k < W->rank; k++) kvol *= W->dims[k];
     if (W->rank != X->rank || group < 1 || M % group != 0 || Cg * group != X->dims[1])
-        return STX_E_UNSUPPORTED;
+        return stx__node_err(c, STX_E_SHAPE, "weights %lld x %lld do not match input channels",
+                             (long long)M, (long long)Cg);
     /* geometry: strides, dilations (oneDNN counts dilation - 1), left pads from the attributes,
      * right pads from the inferred output size */
     dnnl_dims_t strides, dil, pl, pr;
     const int64_t *a;
-    int na;
     const char *autopad = stx__attr_str(n, "auto_pad", "NOTSET");
     for (int k = 0; k < nd; k++) {
         strides[k] = 1;
         dil[k] = 0;
         pl[k] = 0;
     }
-    if ((na = stx__attr_ints(n, "strides", &a)) == nd)
+    if (stx__attr_ints(n, "strides", &a) == nd)
         for (int k = 0; k < nd; k++) strides[k] = a[k];
-    if ((na = stx__attr_ints(n, "dilations", &a)) == nd)
+    if (stx__attr_ints(n, "dilations", &a) == nd)
         for (int k = 0; k < nd; k++) dil[k] = a[k] - 1;
     for (int k = 0; k < nd; k++) {
         int64_t in = X->dims[2 + k], out = Y->dims[2 + k], ks = W->dims[2 + k];
@@ -225,11 +298,10 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
             pl[k] = total > 0 ? total - total / 2 : 0;
         else if (strcmp(autopad, "VALID") == 0)
             pl[k] = 0;
-        else if ((na = stx__attr_ints(n, "pads", &a)) == 2 * nd)
+        else if (stx__attr_ints(n, "pads", &a) == 2 * nd)
             pl[k] = a[k];
         /* smallest right pad giving the inferred size (oneDNN divides with floor too) */
         pr[k] = total - pl[k] > 0 ? total - pl[k] : 0;
-        if (pl[k] < 0) return STX_E_UNSUPPORTED;
     }
     /* folded weights and bias (BatchNorm: w' = w * g / sqrt(v + eps), b' = (b - m) * s + beta) */
     size_t wn = (size_t)stx__numel(W->dims, W->rank);
@@ -243,7 +315,7 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
         return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
     }
     f->ctx = ctx;
-    f->ndims = nd;
+    f->sess = s;
     memcpy(w, W->data, wn * sizeof(float));
     if (B) memcpy(bias, B->data, (size_t)M * sizeof(float));
     if (ch->bn >= 0) {
@@ -259,14 +331,21 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
     }
     stx_status status = STX_OK;
     stx_dnnl_fail fail = {dnnl_success, NULL};
-    dnnl_memory_desc_t src_md, dst_md, wei_md, wei_user_md, bias_md, src1_md;
+    dnnl_memory_desc_t src_md, dst_md, wei_md, wei_user_md, bias_md, res_val_md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_convolution_desc_t cd;
     stx_dnnl_reorder wr = {0};
-    STX_DNNL_TRY(&fail, "source descriptor", value_md(s, ch->x, &src_md));
-    STX_DNNL_TRY(&fail, "destination descriptor", value_md(s, ch->out, &dst_md));
+    STX_DNNL_TRY(&fail, "source descriptor", value_md(s, ch->x, &f->xval_md));
+    STX_DNNL_TRY(&fail, "destination descriptor", value_md(s, ch->out, &f->yval_md));
+    if (s->blocked[ch->x])
+        src_md = f->xval_md;
+    else
+        STX_DNNL_TRY(&fail, "source descriptor",
+                     stx__dnnl_md_any(&src_md, X->dims, X->rank, dnnl_f32));
+    STX_DNNL_TRY(&fail, "destination descriptor",
+                 stx__dnnl_md_blocked(&dst_md, Y->dims, Y->rank, s->block));
     {
         dnnl_dims_t wd;
         int wr_rank;
@@ -283,15 +362,12 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
         STX_DNNL_TRY(
             &fail, "weights descriptor",
             dnnl_memory_desc_init_by_tag(&wei_md, wr_rank, wd, dnnl_f32, dnnl_format_tag_any));
-        static const dnnl_format_tag_t plain[9] = {
-            dnnl_format_tag_undef, dnnl_a,       dnnl_ab,      dnnl_abc, dnnl_abcd, dnnl_abcde,
-            dnnl_abcdef,           dnnl_abcdefg, dnnl_abcdefgh};
-        STX_DNNL_TRY(
-            &fail, "weights descriptor",
-            dnnl_memory_desc_init_by_tag(&wei_user_md, wr_rank, wd, dnnl_f32, plain[wr_rank]));
-        dnnl_dims_t bd = {M};
-        STX_DNNL_TRY(&fail, "bias descriptor",
-                     dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a));
+        int64_t wdims[STX_MAX_RANK];
+        for (int k = 0; k < wr_rank; k++) wdims[k] = wd[k];
+        STX_DNNL_TRY(&fail, "weights descriptor",
+                     stx__dnnl_md_plain(&wei_user_md, wdims, wr_rank, dnnl_f32));
+        int64_t bd[1] = {M};
+        STX_DNNL_TRY(&fail, "bias descriptor", stx__dnnl_md_plain(&bias_md, bd, 1, dnnl_f32));
     }
     STX_DNNL_TRY(&fail, "convolution descriptor",
                  dnnl_dilated_convolution_forward_desc_init(
@@ -302,14 +378,13 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
                  dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     STX_DNNL_TRY(&fail, "post-ops", dnnl_post_ops_create(&po));
     if (ch->res >= 0) {
-        STX_DNNL_TRY(&fail, "residual descriptor", value_md(s, ch->res, &src1_md));
+        /* the residual is read in the destination's layout */
         STX_DNNL_TRY(&fail, "binary post-op",
-                     dnnl_post_ops_append_binary(po, dnnl_binary_add, &src1_md));
+                     dnnl_post_ops_append_binary(po, dnnl_binary_add, &dst_md));
         f->has_src1 = 1;
     }
     f->has_relu = ch->relu >= 0;
-    f->fwd_desc = cd;
-    if (ch->relu >= 0)
+    if (f->has_relu)
         STX_DNNL_TRY(&fail, "eltwise post-op",
                      dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
     STX_DNNL_TRY(&fail, "post-ops", dnnl_primitive_attr_set_post_ops(attr, po));
@@ -317,6 +392,10 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
                  dnnl_primitive_desc_create(&pd, &cd, attr, stx__dnnl_engine(), NULL));
     STX_DNNL_TRY(&fail, "convolution primitive", dnnl_primitive_create(&f->prim, pd));
     STX_DNNL_TRY(&fail, "stream", stx__dnnl_stream_create(&f->stream));
+    f->fwd_desc = cd;
+    f->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    f->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    f->fwd_desc.src_desc = f->src_md;
     {
         const dnnl_memory_desc_t *chosen_w =
             dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -337,19 +416,25 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
         STX_DNNL_TRY(&fail, "bias memory", stx__dnnl_memory(&f->bias, &bias_md, f->bbuf));
         if (ssz)
             STX_DNNL_TRY(&fail, "scratchpad memory", stx__dnnl_memory(&f->scratch, sp, f->sbuf));
-        STX_DNNL_TRY(&fail, "source memory",
-                     stx__dnnl_memory(
-                         &f->src, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), NULL));
-        STX_DNNL_TRY(&fail, "destination memory",
-                     stx__dnnl_memory(
-                         &f->dst, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), NULL));
+        STX_DNNL_TRY(&fail, "source memory", stx__dnnl_memory(&f->src, &f->src_md, NULL));
+        STX_DNNL_TRY(&fail, "destination memory", stx__dnnl_memory(&f->dst, &f->dst_md, NULL));
         if (f->has_src1)
-            STX_DNNL_TRY(&fail, "residual memory", stx__dnnl_memory(&f->src1, &src1_md, NULL));
+            STX_DNNL_TRY(&fail, "residual memory", stx__dnnl_memory(&f->src1, &f->dst_md, NULL));
         /* weights: plain -> the layout the primitive chose, once */
         STX_DNNL_TRY(&fail, "weights reorder", stx__dnnl_reorder_init(&wr, &wei_user_md, chosen_w));
         STX_DNNL_TRY(&fail, "weights reorder", stx__dnnl_reorder_run(&wr, f->stream, w, f->wbuf));
         STX_DNNL_TRY(&fail, "weights reorder", dnnl_stream_wait(f->stream));
     }
+    /* boundary conversions */
+    STX_DNNL_TRY(&fail, "source reorder", maybe_reorder(&f->rx, &f->xval_md, &f->src_md));
+    if (f->rx.prim) need_scratch(s, FS_SRC, dnnl_memory_desc_get_size(&f->src_md));
+    if (f->has_src1) {
+        STX_DNNL_TRY(&fail, "residual descriptor", value_md(s, ch->res, &res_val_md));
+        STX_DNNL_TRY(&fail, "residual reorder", maybe_reorder(&f->rres, &res_val_md, &f->dst_md));
+        if (f->rres.prim) need_scratch(s, FS_RES, dnnl_memory_desc_get_size(&f->dst_md));
+    }
+    STX_DNNL_TRY(&fail, "destination reorder", maybe_reorder(&f->ry, &f->dst_md, &f->yval_md));
+    if (f->ry.prim) need_scratch(s, FS_DST, dnnl_memory_desc_get_size(&f->dst_md));
     st->state = f;
     st->run = fused_conv_run;
     st->release = fused_conv_free;
@@ -378,7 +463,7 @@ static stx_status gap_blocked_run(stx_step *st) {
     for (int k = 2; k < x->rank; k++) S *= x->dims[k];
     const float *xp = x->data;
     float *yp = y->data;
-    int64_t CB = C / blk;
+    int64_t CB = (C + blk - 1) / blk;
     /* layout n, cb, spatial, c-in-block: accumulate each block's lanes in double, fixed order */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < N; n++)
@@ -387,7 +472,8 @@ static stx_status gap_blocked_run(stx_step *st) {
             const float *p = xp + (n * CB + cb) * S * blk;
             for (int64_t i = 0; i < S; i++)
                 for (int l = 0; l < blk; l++) acc[l] += p[i * blk + l];
-            for (int l = 0; l < blk; l++) yp[n * C + cb * blk + l] = (float)(acc[l] / (double)S);
+            for (int l = 0; l < blk && cb * blk + l < C; l++)
+                yp[n * C + cb * blk + l] = (float)(acc[l] / (double)S);
         }
     return STX_OK;
 }
@@ -402,11 +488,11 @@ bool stx__is_gap_blocked(const stx_step *st) {
     return st->run == gap_blocked_run;
 }
 
-/* Backward-data primitive d x = conv^T(d z) with the folded weights (BatchNorm is affine, so the
- * folded convolution's transpose is exactly the chain's). Weights are reordered once from the
- * forward layout into the one the backward primitive wants. */
+/* Backward-data primitive d x = conv^T(d z) with the folded weights. The weights are reordered
+ * once from the forward layout into the one the backward primitive wants; gradients use the
+ * primitive's own layouts, with conversions at plain boundaries like the forward. */
 stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
-    if (!stx__is_fused_conv(st)) return STX_OK;
+    if (stx__is_gap_blocked(st)) return STX_OK;
     fused_conv *f = st->state;
     if (f->bwd) return STX_OK;
     stx_op_ctx *c = &st->c;
@@ -424,9 +510,9 @@ stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
                  dnnl_primitive_desc_create(&hint, &fd, NULL, stx__dnnl_engine(), NULL));
     STX_DNNL_TRY(&fail, "backward-data descriptor",
                  dnnl_dilated_convolution_backward_data_desc_init(
-                     &bd, dnnl_convolution_direct, &f->fwd_desc.src_desc, &wany,
-                     &f->fwd_desc.dst_desc, f->fwd_desc.strides, f->fwd_desc.dilates,
-                     f->fwd_desc.padding[0], f->fwd_desc.padding[1]));
+                     &bd, dnnl_convolution_direct, &f->src_md, &wany, &f->dst_md,
+                     f->fwd_desc.strides, f->fwd_desc.dilates, f->fwd_desc.padding[0],
+                     f->fwd_desc.padding[1]));
     STX_DNNL_TRY(&fail, "attributes", dnnl_primitive_attr_create(&attr));
     STX_DNNL_TRY(&fail, "scratchpad mode",
                  dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
@@ -437,6 +523,10 @@ stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
         const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
         const dnnl_memory_desc_t *sp =
             dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *dsrc =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0);
+        const dnnl_memory_desc_t *ddst =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
         size_t wsz = dnnl_memory_desc_get_size(w), ssz = sp ? dnnl_memory_desc_get_size(sp) : 0;
         f->bwd_wbuf = stx__malloc(s->ctx, wsz ? wsz : 64);
         if (ssz) f->bwd_sbuf = stx__malloc(s->ctx, ssz);
@@ -448,35 +538,22 @@ stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
         if (ssz)
             STX_DNNL_TRY(&fail, "scratchpad memory",
                          stx__dnnl_memory(&f->bwd_scratch, sp, f->bwd_sbuf));
-        STX_DNNL_TRY(&fail, "diff_src memory",
-                     stx__dnnl_memory(&f->bwd_dsrc,
-                                      dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
-                                      NULL));
-        STX_DNNL_TRY(&fail, "diff_dst memory",
-                     stx__dnnl_memory(&f->bwd_ddst,
-                                      dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0),
-                                      NULL));
+        STX_DNNL_TRY(&fail, "diff_src memory", stx__dnnl_memory(&f->bwd_dsrc, dsrc, NULL));
+        STX_DNNL_TRY(&fail, "diff_dst memory", stx__dnnl_memory(&f->bwd_ddst, ddst, NULL));
         STX_DNNL_TRY(&fail, "weights reorder", stx__dnnl_reorder_init(&wr, &f->wei_md, w));
         STX_DNNL_TRY(&fail, "weights reorder",
                      stx__dnnl_reorder_run(&wr, f->stream, f->wbuf, f->bwd_wbuf));
         STX_DNNL_TRY(&fail, "weights reorder", dnnl_stream_wait(f->stream));
+        /* d z lives in the output value's layout; the primitive reads diff_dst in its own */
+        STX_DNNL_TRY(&fail, "diff_dst reorder", maybe_reorder(&f->rdz, &f->yval_md, ddst));
+        STX_DNNL_TRY(&fail, "diff_src reorder", maybe_reorder(&f->rdx, dsrc, &f->xval_md));
+        STX_DNNL_TRY(&fail, "diff_src accumulation",
+                     accumulate_reorder(&f->rdx_acc, dsrc, &f->xval_md));
+        need_scratch(s, BS_DZ, st->c.out[0]->nbytes);
+        need_scratch(s, BS_DDST, dnnl_memory_desc_get_size(ddst));
+        need_scratch(s, BS_DSRC, dnnl_memory_desc_get_size(dsrc));
     }
-    {
-        /* scratch buffers for d z and a partial d x */
-        size_t need =
-            st->c.out[0]->nbytes > st->c.in[0]->nbytes ? st->c.out[0]->nbytes : st->c.in[0]->nbytes;
-        if (need > s->scratch_size) {
-            stx__free(s->ctx, s->scratch[0]);
-            stx__free(s->ctx, s->scratch[1]);
-            s->scratch[0] = stx__malloc(s->ctx, need);
-            s->scratch[1] = stx__malloc(s->ctx, need);
-            s->scratch_size = need;
-            if (!s->scratch[0] || !s->scratch[1]) {
-                status = stx__errf(&s->err, STX_E_NOMEM, "out of memory for backward scratch");
-                goto done;
-            }
-        }
-    }
+    status = alloc_scratch(s);
     goto done;
 dnnl_fail:
     status = stx__dnnl_err(c, fail.status, fail.what);
@@ -500,13 +577,13 @@ static void add_into(float *dst, const float *src, int64_t n, bool fresh) {
 stx_status stx__fused_backward_run(stx_session *s, stx_step *f, stx_step *b) {
     stx_tensor *dx = b->c.din[0];
     if (stx__is_gap_blocked(f)) {
-        /* d x[n, cb, i, l] = d y[n, cb*blk + l] / S, in the blocked layout */
+        /* d x[n, cb, i, l] = d y[n, cb*blk + l] / S in the blocked layout (padding stays 0) */
         const stx_tensor *x = f->c.in[0], *dy = b->c.dout[0];
         if (!dx || !dy) return STX_OK;
         int blk = (int)(intptr_t)f->state;
         int64_t N = x->dims[0], C = x->dims[1], S = 1;
         for (int k = 2; k < x->rank; k++) S *= x->dims[k];
-        int64_t CB = C / blk;
+        int64_t CB = (C + blk - 1) / blk;
         bool fresh = b->zero_mask & 1u;
         float *dxp = dx->data;
         const float *dyp = dy->data;
@@ -514,12 +591,12 @@ stx_status stx__fused_backward_run(stx_session *s, stx_step *f, stx_step *b) {
         for (int64_t n = 0; n < N; n++)
             for (int64_t cb = 0; cb < CB; cb++) {
                 float *p = dxp + (n * CB + cb) * S * blk;
-                const float *g = dyp + n * C + cb * blk;
+                float g[16];
+                for (int l = 0; l < blk; l++)
+                    g[l] = cb * blk + l < C ? dyp[n * C + cb * blk + l] / (float)S : 0.0f;
                 for (int64_t i = 0; i < S; i++)
-                    for (int l = 0; l < blk; l++) {
-                        float v = g[l] / (float)S;
-                        p[i * blk + l] = fresh ? v : p[i * blk + l] + v;
-                    }
+                    for (int l = 0; l < blk; l++)
+                        p[i * blk + l] = fresh ? g[l] : p[i * blk + l] + g[l];
             }
         return STX_OK;
     }
@@ -528,11 +605,12 @@ stx_status stx__fused_backward_run(stx_session *s, stx_step *f, stx_step *b) {
     const stx_tensor *dy = b->c.dout[0];
     stx_tensor *dres = b->c.din[1];
     if (!dy) return STX_OK;
-    int64_t ny = stx__numel(y->dims, y->rank);
-    /* d z = d y masked by the ReLU (y > 0) */
+    /* physical element count: blocked layouts include zero padding, which stays zero */
+    int64_t ny = (int64_t)(y->nbytes / sizeof(float));
+    /* d z = d y masked by the ReLU (y > 0), in the output value's layout */
     const float *dz = dy->data;
     if (fc->has_relu) {
-        float *z = s->scratch[0];
+        float *z = fscratch(s, BS_DZ);
         const float *yp = y->data, *g = dy->data;
 #pragma omp parallel for schedule(static) if (ny > 65536)
         for (int64_t i = 0; i < ny; i++) z[i] = yp[i] > 0.0f ? g[i] : 0.0f;
@@ -540,20 +618,32 @@ stx_status stx__fused_backward_run(stx_session *s, stx_step *f, stx_step *b) {
     }
     if (dres) add_into(dres->data, dz, ny, (b->zero_mask >> 1) & 1u);
     if (!dx) return STX_OK;
+    dnnl_status_t ds = dnnl_success;
+    const void *ddst = dz;
+    if (fc->rdz.prim) {
+        ddst = fscratch(s, BS_DDST);
+        ds = stx__dnnl_reorder_run(&fc->rdz, fc->stream, dz, (void *)ddst);
+    }
     bool fresh = b->zero_mask & 1u;
-    void *target = fresh ? dx->data : s->scratch[1];
-    dnnl_memory_set_data_handle(fc->bwd_ddst, (void *)dz);
-    dnnl_memory_set_data_handle(fc->bwd_dsrc, target);
+    bool direct = !fc->rdx.prim && fresh;
+    void *dsrc = direct ? dx->data : fscratch(s, BS_DSRC);
+    dnnl_memory_set_data_handle(fc->bwd_ddst, (void *)ddst);
+    dnnl_memory_set_data_handle(fc->bwd_dsrc, dsrc);
     dnnl_exec_arg_t args[4];
     int na = 0;
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, fc->bwd_ddst};
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, fc->bwd_wei};
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, fc->bwd_dsrc};
     if (fc->bwd_scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, fc->bwd_scratch};
-    dnnl_status_t ds = dnnl_primitive_execute(fc->bwd, fc->stream, na, args);
+    if (ds == dnnl_success) ds = dnnl_primitive_execute(fc->bwd, fc->stream, na, args);
+    if (ds == dnnl_success && !direct) {
+        if (fc->rdx.prim)
+            ds = stx__dnnl_reorder_run(fresh ? &fc->rdx : &fc->rdx_acc, fc->stream, dsrc, dx->data);
+        else
+            ds = stx__dnnl_reorder_run(&fc->rdx_acc, fc->stream, dsrc, dx->data);
+    }
     if (ds == dnnl_success) ds = dnnl_stream_wait(fc->stream);
     if (ds != dnnl_success) return stx__dnnl_err(&b->c, ds, "convolution backward-data");
-    if (!fresh) add_into(dx->data, s->scratch[1], stx__numel(dx->dims, dx->rank), false);
     return STX_OK;
 }
 
@@ -565,6 +655,7 @@ stx_status stx__fuse_plan(stx_session *s) {
     uint8_t *dead = stx__calloc(s->ctx, (size_t)nsteps + 1, 1);
     if (!dead) return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
     int blk = block_size();
+    s->block = blk;
     stx_status status = STX_OK;
 
     /* 1. find chains and rewrite their first step; absorbed steps are marked dead */
@@ -663,7 +754,7 @@ stx_status stx__fuse_plan(stx_session *s) {
     for (int q = 0; q < nch; q++) {
         int v = chains[q].out;
         const stx_tensor *t = &s->vals[v];
-        if (observable(s, v) || t->dims[1] % blk != 0) continue;
+        if (observable(s, v) || t->rank < 3) continue;
         bool ok = true;
         for (int i = 0; i < s->n_steps && ok; i++) {
             const stx_step *st = &s->steps[i];
@@ -684,6 +775,16 @@ stx_status stx__fuse_plan(stx_session *s) {
                 changed = true;
             }
     }
+    /* blocked tensors are padded to whole channel blocks */
+    for (int v = 0; v < s->nv; v++)
+        if (s->blocked[v]) {
+            dnnl_memory_desc_t md;
+            if (value_md(s, v, &md) != dnnl_success) {
+                s->blocked[v] = 0;
+                continue;
+            }
+            s->vals[v].nbytes = dnnl_memory_desc_get_size(&md);
+        }
     /* 3. build primitives; GlobalAveragePool on blocked input gets its own kernel */
     for (int i = 0; i < s->n_steps && !status; i++) {
         stx_step *st = &s->steps[i];
@@ -703,6 +804,7 @@ stx_status stx__fuse_plan(stx_session *s) {
             st->release = NULL;
         }
     }
+    if (!status) status = alloc_scratch(s);
     stx__free(s->ctx, chains);
     stx__free(s->ctx, dead);
     return status;

@@ -62,8 +62,9 @@ struct stx_session {
     int n_rules;
     int *int_pool;         /* storage behind backward steps' vin/vout */
     stx_tensor **ptr_pool; /* storage behind backward steps' din/dout */
-    void *scratch[2];      /* per-session scratch for fused backward */
-    size_t scratch_size;
+    int block;             /* channel block of blocked layouts (8 or 16) */
+    void *fscratch[6];     /* scratch shared by fused steps (fuse.c) */
+    size_t fscratch_size[6], fscratch_alloc[6];
     stx_seed seed;   /* the seed of the current backward */
     int64_t *seeded; /* N targets used by the last backward */
     bool ran_forward;

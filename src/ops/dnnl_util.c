@@ -120,3 +120,12 @@ stx_status stx__dnnl_err(stx_op_ctx *c, dnnl_status_t s, const char *what) {
                                                 : STX_E_INTERNAL;
     return stx__node_err(c, code, "oneDNN %s failed: %s", what ? what : "call", dnnl_status2str(s));
 }
+
+dnnl_status_t stx__dnnl_md_blocked(dnnl_memory_desc_t *md, const int64_t *dims, int rank, int blk) {
+    if (rank < 3 || rank > 5 || (blk != 8 && blk != 16)) return dnnl_invalid_arguments;
+    dnnl_dims_t d;
+    for (int k = 0; k < rank; k++) d[k] = dims[k];
+    static const dnnl_format_tag_t t8[6] = {0, 0, 0, dnnl_nCw8c, dnnl_nChw8c, dnnl_nCdhw8c};
+    static const dnnl_format_tag_t t16[6] = {0, 0, 0, dnnl_nCw16c, dnnl_nChw16c, dnnl_nCdhw16c};
+    return dnnl_memory_desc_init_by_tag(md, rank, d, dnnl_f32, blk == 16 ? t16[rank] : t8[rank]);
+}

@@ -32,6 +32,9 @@ dnnl_status_t stx__dnnl_stream_create(dnnl_stream_t *stream);
 /* Memory descriptor for a dense row-major tensor (tags a, ab, abc, ... abcdefgh). rank 1..8. */
 dnnl_status_t stx__dnnl_md_plain(dnnl_memory_desc_t *md, const int64_t *dims, int rank,
                                  dnnl_data_type_t dt);
+/* Channel-blocked layout of an N,C,spatial... tensor (rank 3-5): nCw8c/nChw8c/nCdhw8c or 16c,
+ * channels padded to a multiple of blk. */
+dnnl_status_t stx__dnnl_md_blocked(dnnl_memory_desc_t *md, const int64_t *dims, int rank, int blk);
 /* Same dims, format chosen by the primitive (dnnl_format_tag_any). */
 dnnl_status_t stx__dnnl_md_any(dnnl_memory_desc_t *md, const int64_t *dims, int rank,
                                dnnl_data_type_t dt);
