@@ -257,6 +257,7 @@ stx_status stx__backward_plan(stx_session *s) {
         for (int k = 0; k < f->n_vin; k++) in_any |= f->vin[k] >= 0 && s->need_grad[f->vin[k]];
         for (int k = 0; k < f->n_vout; k++) out_any |= f->vout[k] >= 0 && s->need_grad[f->vout[k]];
         if (!in_any || !out_any || !differentiable(s, f)) continue;
+        f->c.need_backward = 1; /* the op's prepare may build backward state */
         stx_step *b = &s->steps[w++];
         memset(b, 0, sizeof *b);
         b->fwd = i;
