@@ -47,17 +47,23 @@ class TinyR3D(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "models", "demo"))
-    a = ap.parse_args()
-    os.makedirs(a.out, exist_ok=True)
+def build_demo_model():
+    """The demo model with its seeded weights and BatchNorm statistics (eval mode)."""
     torch.manual_seed(7)
     m = TinyR3D().eval()
     for mod in m.modules():  # non-trivial BatchNorm statistics
         if isinstance(mod, nn.BatchNorm3d):
             mod.running_mean.normal_(0, 0.1)
             mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "models", "demo"))
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    m = build_demo_model()
     x = torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(11))
     path = os.path.join(a.out, "tiny_r3d.onnx")
     torch.onnx.export(m, x, path, opset_version=17, input_names=["input"],
