@@ -26,22 +26,43 @@ int stx__session_lookup(const stx_session *s, const char *name) {
     return stx__graph_find(&s->m->g, t);
 }
 
-/* Exporters that saw a fixed batch write it into Reshape targets ([1, -1], or [N*T, ...] for
- * frame-batched CNNs). When the session batch differs from the declared one, a constant Reshape
- * target whose first entry is proportional to the declared batch is scaled to the new one. */
+/* Exporters that saw a fixed batch write it into Reshape targets ([1, -1], or [N*T, C] for
+ * frame-batched CNNs). When the session batch n differs from the declared one, the first entry
+ * of a constant Reshape target on a runtime tensor is rescaled by n / declared when
+ *   - the target has a -1 and its first entry is the declared batch, or the declared batch
+ *     times the input's per-batch leading extent, or
+ *   - the target has no -1, does not match the input's element count, and the rescaled one does.
+ */
 static stx_status adjust_reshape_batch(stx_session *s, stx_step *st, int64_t decl_n, int64_t n,
                                        stx_tensor **owned) {
     stx_tensor *x = st->c.in[0], *shp = st->c.in[1];
     *owned = NULL;
+    int xv = st->c.node->in[0];
     if (decl_n <= 0 || decl_n == n || !shp || !shp->data || shp->dtype != STX_DTYPE_INT64 ||
-        shp->rank != 1 || shp->dims[0] < 1 || x->rank < 1)
+        shp->rank != 1 || shp->dims[0] < 1 || x->rank < 1 || xv < 0 ||
+        s->kind[xv] == STX_VK_MODEL_CONST || s->kind[xv] == STX_VK_FOLDED)
         return STX_OK;
     const int64_t *v = shp->data;
-    int64_t k = x->dims[0];
-    if (k % n != 0 || v[0] != decl_n * (k / n)) return STX_OK;
+    int64_t k = x->dims[0], cnt = shp->dims[0], prod = 1, numel = stx__numel(x->dims, x->rank);
+    bool minus = false;
+    for (int64_t i = 0; i < cnt; i++) {
+        if (v[i] == -1)
+            minus = true;
+        else
+            prod *= v[i] == 0 && i < x->rank ? x->dims[i] : v[i];
+    }
+    int64_t nv0;
+    if (minus) {
+        if (k % n != 0 || v[0] % decl_n != 0 || (v[0] != decl_n * (k / n) && v[0] != decl_n))
+            return STX_OK;
+        nv0 = v[0] / decl_n * n;
+    } else {
+        if (prod == numel || v[0] % decl_n != 0 || prod / decl_n * n != numel) return STX_OK;
+        nv0 = v[0] / decl_n * n;
+    }
     stx_tensor *c = stx__tensor_clone(s->ctx, shp);
     if (!c) return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
-    ((int64_t *)c->data)[0] = k;
+    ((int64_t *)c->data)[0] = nv0;
     st->c.in[1] = c;
     *owned = c;
     return STX_OK;

@@ -56,6 +56,37 @@ def main():
           f"max abs diff {err:.2e}")
     check("row 0 of the batch matches PyTorch", ok and np.abs(yb[0] - want[0]).max() <= 1e-4 * np.abs(want).max())
 
+    # a model exported with a fixed batch of 1 (Reshape targets [1, -1] and [1*T, ...] are baked
+    # in as constants) re-planned for a batch of 3
+    import torch
+    import torch.nn as nn
+
+    class Static(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 8, 5)
+
+        def forward(self, x):  # x: N,3,8,32,32
+            h = torch.relu(self.conv(x)).mean(dim=(3, 4))      # N,8,8
+            frames = h.permute(0, 2, 1).reshape(x.shape[0] * 8, 8)  # N*T, C: frame-batched
+            return self.fc(frames.reshape(x.shape[0], -1))
+
+    torch.manual_seed(3)
+    sm = Static().eval()
+    spath = os.path.join(a.work, "static.onnx")
+    torch.onnx.export(sm, torch.from_numpy(x), spath, opset_version=17,
+                      input_names=["input"], output_names=["output"])
+    sb = os.path.join(a.work, "sb3.npy")
+    np.save(sb, xb)
+    r = subprocess.run([a.stx, "run", spath, sb, "-o", out], capture_output=True, text=True)
+    with torch.no_grad():
+        want3 = sm(torch.from_numpy(xb)).numpy()
+    ok = r.returncode == 0
+    err = np.abs(np.load(out) - want3).max() / np.abs(want3).max() if ok else float("inf")
+    check("static batch-1 export re-planned for batch 3", ok and err <= 1e-4,
+          f"rel err {err:.2e} {r.stderr.strip()}")
+
     r = subprocess.run([a.stx, "info", model], capture_output=True, text=True)
     check("info lists layer3 with its shape", r.returncode == 0 and
           any(l.split()[:1] == ["layer3"] and "[1,64,2,4,4]" in l for l in r.stdout.splitlines()),
