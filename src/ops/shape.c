@@ -11,6 +11,13 @@
  * Inputs that decide an output shape (Reshape's shape, Slice's starts/ends/axes/steps, Expand's
  * shape, Tile's repeats, Pad's pads, Squeeze/Unsqueeze axes, Split sizes, Range's scalars) must
  * be constants known at plan time, because the planner sizes every buffer once before running.
+ *
+ * Backward: each op is linear with a 0/1 Jacobian, so its VJP sends every output gradient
+ * element back to the input element it was copied from, adding (float32 and float64) where
+ * several came from one (Expand, Tile, repeated Gather indices, Pad borders). The same strided
+ * machinery runs in an accumulating mode; scatter-adds are split so that each thread owns its
+ * gradient elements and sums in a fixed order (deterministic for any thread count). Shape,
+ * Size, Range, Constant and ConstantOfShape have no backward.
  */
 #include "ops.h"
 
@@ -175,13 +182,124 @@ static void gather_row(char *d, const char *s, int64_t n, int64_t st, size_t es)
 #undef GATHER_LOOP
 }
 
-/* Block of a 2-D transpose: d[a * dla + b * dlb] = s[a + b * sld] for a < na, b < nb.
+/* ---------------------------------------------------------------------------------------------
+ * Accumulation kernels (backward)
+ *
+ * Every op here moves elements without arithmetic, so each is linear with a 0/1 Jacobian and its
+ * vector-Jacobian product moves the output gradient back along the same paths, ADDING where
+ * several output elements came from one input element (Expand, Tile, Gather with repeated
+ * indices, Pad borders). The copy kernels above therefore get an accumulation mode: ACC_NONE
+ * copies bytes (forward), ACC_F32 / ACC_F64 add typed elements (backward). Gradient buffers never
+ * alias the forward gradients they are computed from (the memory planner keeps both alive over
+ * the backward step), hence the restrict qualifiers.
+ */
+typedef enum { ACC_NONE = 0, ACC_F32, ACC_F64 } acc_mode;
+
+#define DEF_ACC_KERNELS(T, SUF)                                                                    \
+    /* d[k * ds] += s[k * ss] for k < n (ss may be 0: one value added to a whole row) */           \
+    static void acc_row_##SUF(T *restrict d, int64_t ds, const T *restrict s, int64_t ss,          \
+                              int64_t n) {                                                         \
+        if (ds == 1 && ss == 1) {                                                                  \
+            _Pragma("omp simd") for (int64_t k = 0; k < n; k++) d[k] += s[k];                      \
+        } else if (ss == 0) {                                                                      \
+            T v = s[0];                                                                            \
+            if (ds == 1)                                                                           \
+                _Pragma("omp simd") for (int64_t k = 0; k < n; k++) d[k] += v;                     \
+            else                                                                                   \
+                for (int64_t k = 0; k < n; k++) d[k * ds] += v;                                    \
+        } else if (ds == 1) {                                                                      \
+            for (int64_t k = 0; k < n; k++) d[k] += s[k * ss];                                     \
+        } else {                                                                                   \
+            for (int64_t k = 0; k < n; k++) d[k * ds] += s[k * ss];                                \
+        }                                                                                          \
+    }                                                                                              \
+    /* sum_k s[k * ss] in a fixed order: eight interleaved partial sums on contiguous rows (which  \
+     * vectorises without reassociation), then a fixed combination tree */                         \
+    static T sum_row_##SUF(const T *restrict s, int64_t ss, int64_t n) {                           \
+        T p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0;                                                  \
+        int64_t k = 0;                                                                             \
+        if (ss == 1)                                                                               \
+            for (; k + 8 <= n; k += 8)                                                             \
+                for (int j = 0; j < 8; j++) p[j] += s[k + j];                                      \
+        for (; k < n; k++) t += s[k * ss];                                                         \
+        return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])) + t;              \
+    }                                                                                              \
+    /* the accumulating twin of transpose_block: d[a * dla + b * dlb] += s[a + b * sld] */         \
+    static void acc_tblock_##SUF(T *restrict d, int64_t dla, int64_t dlb, const T *restrict s,     \
+                                 int64_t sld, int64_t na, int64_t nb, bool a_inner) {              \
+        if (a_inner)                                                                               \
+            for (int64_t b = 0; b < nb; b++)                                                       \
+                for (int64_t a = 0; a < na; a++) d[a * dla + b * dlb] += s[a + b * sld];           \
+        else                                                                                       \
+            for (int64_t a = 0; a < na; a++)                                                       \
+                for (int64_t b = 0; b < nb; b++) d[a * dla + b * dlb] += s[a + b * sld];           \
+    }
+
+DEF_ACC_KERNELS(float, f32)
+DEF_ACC_KERNELS(double, f64)
+#undef DEF_ACC_KERNELS
+
+/* First index of part k when [0, n) is cut into `parts` near-equal contiguous parts. */
+static int64_t part_lo(int64_t n, int64_t parts, int64_t k) {
+    return n / parts * k + (k < n % parts ? k : n % parts);
+}
+
+static size_t acc_esize(acc_mode m) {
+    return m == ACC_F64 ? sizeof(double) : sizeof(float);
+}
+
+/* Byte-pointer dispatchers; strides and counts in elements. */
+static void acc_row(acc_mode m, char *d, int64_t ds, const char *s, int64_t ss, int64_t n) {
+    if (m == ACC_F64)
+        acc_row_f64((double *)(void *)d, ds, (const double *)(const void *)s, ss, n);
+    else
+        acc_row_f32((float *)(void *)d, ds, (const float *)(const void *)s, ss, n);
+}
+
+/* d[0] += sum_k s[k * ss] */
+static void acc_sum(acc_mode m, char *d, const char *s, int64_t ss, int64_t n) {
+    if (m == ACC_F64)
+        *(double *)(void *)d += sum_row_f64((const double *)(const void *)s, ss, n);
+    else
+        *(float *)(void *)d += sum_row_f32((const float *)(const void *)s, ss, n);
+}
+
+/* d[0..n) += s[0..n) for a long contiguous run, split across threads when big. */
+static void acc_flat(acc_mode m, char *d, const char *s, int64_t n) {
+    size_t es = acc_esize(m);
+    if (n <= 0) return;
+    int64_t chunks = (int64_t)((size_t)n * es / (PAR_MIN_BYTES / 4));
+    int64_t th = stx__threads();
+    if (chunks > th) chunks = th;
+    if (chunks < 2) {
+        acc_row(m, d, 1, s, 1, n);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < chunks; k++) {
+        int64_t a = part_lo(n, chunks, k), b = part_lo(n, chunks, k + 1);
+        acc_row(m, d + a * (int64_t)es, 1, s + a * (int64_t)es, 1, b - a);
+    }
+}
+
+/* Block of a 2-D transpose: d[a * dla + b * dlb] = s[a + b * sld] for a < na, b < nb (+= with
+ * an accumulation mode).
  * The loop kept outside holds lines of one side in L1 while the inner loop walks the other:
  * b inside holds the source lines (stride sld), a inside holds the destination lines (stride
  * dla). When that stride is a multiple of 4 KiB all held lines map to one L1 set and thrash,
  * so the caller picks the order whose held stride has fewer factors of two. */
 static void transpose_block(char *d, int64_t dla, int64_t dlb, const char *s, int64_t sld,
-                            int64_t na, int64_t nb, size_t es, bool a_inner) {
+                            int64_t na, int64_t nb, size_t es, bool a_inner, acc_mode acc) {
+    if (acc == ACC_F32) {
+        acc_tblock_f32((float *)(void *)d, dla, dlb, (const float *)(const void *)s, sld, na, nb,
+                       a_inner);
+        return;
+    }
+    if (acc == ACC_F64) {
+        acc_tblock_f64((double *)(void *)d, dla, dlb, (const double *)(const void *)s, sld, na, nb,
+                       a_inner);
+        return;
+    }
 #define TR_LOOP(ES)                                                                                \
     do {                                                                                           \
         if (a_inner)                                                                               \
@@ -257,7 +375,7 @@ static void sview_simplify(sview *v) {
  * elements), for every index of the other axes. Reads and writes then both touch whole cache
  * lines. Work units are (outer index, tile row), which parallelises even a single plane. */
 static void sview_copy_transposed(char *dst, const char *src, const sview *v, int j, int k,
-                                  size_t es, bool par) {
+                                  size_t es, bool par, acc_mode acc) {
     enum { TB = 32 };
     int r = v->rank;
     int64_t dstr[SV_MAX];
@@ -287,18 +405,23 @@ static void sview_copy_transposed(char *dst, const char *src, const sview *v, in
             int64_t b1 = b0 + TB < nb ? b0 + TB : nb;
             transpose_block(dst + (doff + a0 * dla + b0 * dlb) * (int64_t)es, dla, dlb,
                             src + (soff + a0 + b0 * sld) * (int64_t)es, sld, a1 - a0, b1 - b0, es,
-                            a_inner);
+                            a_inner, acc);
         }
     }
 }
 
-/* dst (dense, shape v.dims) = the view v of src (src points at the view's element 0). */
-static void sview_copy(void *dst, const void *src, sview v, size_t es) {
+/* dst (dense, shape v.dims) = the view v of src (src points at the view's element 0); with an
+ * accumulation mode dst += the view instead (the VJP of a view whose source is dense, e.g. the
+ * gradient of Transpose and Concat gathered from the output gradient). */
+static void sview_copy(void *dst, const void *src, sview v, size_t es, acc_mode acc) {
     int64_t total = stx__numel(v.dims, v.rank);
     if (total == 0) return;
     sview_simplify(&v);
     if (v.rank == 0) {
-        memcpy(dst, src, es);
+        if (acc)
+            acc_row(acc, dst, 1, src, 1, 1);
+        else
+            memcpy(dst, src, es);
         return;
     }
     int r = v.rank;
@@ -311,7 +434,7 @@ static void sview_copy(void *dst, const void *src, sview v, size_t es) {
         for (int i = r - 1; j >= 0 && k < 0 && i > j; i--)
             if (v.dims[i] >= 8 && v.str[i] != 0) k = i;
         if (k >= 0) {
-            sview_copy_transposed(dst, src, &v, j, k, es, par);
+            sview_copy_transposed(dst, src, &v, j, k, es, par, acc);
             return;
         }
     }
@@ -335,7 +458,9 @@ static void sview_copy(void *dst, const void *src, sview v, size_t es) {
         for (int64_t row = r0; row < r1; row++) {
             char *d = (char *)dst + row * inner * (int64_t)es;
             const char *s = (const char *)src + off * (int64_t)es;
-            if (istr == 1)
+            if (acc)
+                acc_row(acc, d, 1, s, istr, inner);
+            else if (istr == 1)
                 memcpy(d, s, (size_t)inner * es);
             else if (istr == 0)
                 fill_elems(d, s, inner, es);
@@ -349,6 +474,141 @@ static void sview_copy(void *dst, const void *src, sview v, size_t es) {
             }
         }
     }
+}
+
+/* The adjoint of a strided view in its general form: for every index (i0..ir-1) of dims,
+ *     dx[sum i_k * xs[k]] += dy[sum i_k * ys[k]]
+ * (element offsets from the base pointers). dy is read through any strides (dense for Slice,
+ * Split, Expand, Tile; a cropped window for Pad). xs may be negative (Slice with negative steps)
+ * or 0: such an axis is summed (Expand, Tile). Indices that differ on an axis with xs != 0 must
+ * reach different dx elements, so threads split the xs != 0 axes and each owns its dx elements;
+ * the zero-stride axes are summed inside a thread in ascending order, which makes the result
+ * independent of the thread count. */
+typedef struct {
+    int rank;
+    int64_t dims[SV_MAX];
+    int64_t xs[SV_MAX];
+    int64_t ys[SV_MAX];
+} bview;
+
+/* Drops unit axes and merges neighbours contiguous on both sides. */
+static void bview_simplify(bview *v) {
+    int r = 0;
+    for (int i = 0; i < v->rank; i++) {
+        if (v->dims[i] == 1) continue;
+        if (r > 0 && v->xs[r - 1] == v->xs[i] * v->dims[i] &&
+            v->ys[r - 1] == v->ys[i] * v->dims[i]) {
+            v->dims[r - 1] *= v->dims[i];
+            v->xs[r - 1] = v->xs[i];
+            v->ys[r - 1] = v->ys[i];
+        } else {
+            v->dims[r] = v->dims[i];
+            v->xs[r] = v->xs[i];
+            v->ys[r] = v->ys[i];
+            r++;
+        }
+    }
+    v->rank = r;
+}
+
+static void bview_acc(char *dx, const char *dy, bview v, acc_mode acc) {
+    int64_t total = stx__numel(v.dims, v.rank), es = (int64_t)acc_esize(acc);
+    if (total == 0) return;
+    bview_simplify(&v);
+    if (v.rank == 0) {
+        acc_row(acc, dx, 1, dy, 1, 1);
+        return;
+    }
+    int r = v.rank;
+    int64_t inner = v.dims[r - 1], ixs = v.xs[r - 1], iys = v.ys[r - 1];
+    /* outer axes: kept ones (own dx elements) and summed ones (xs == 0) */
+    int kd[SV_MAX], rd[SV_MAX], nk = 0, nr = 0;
+    int64_t nkeep = 1, nred = 1;
+    for (int i = 0; i < r - 1; i++) {
+        if (v.xs[i] != 0) {
+            kd[nk++] = i;
+            nkeep *= v.dims[i];
+        } else {
+            rd[nr++] = i;
+            nred *= v.dims[i];
+        }
+    }
+    /* Tasks: ranges of kept outer indices with whole rows, or, when there are too few kept
+     * indices for the threads, one kept index times a column chunk of the (kept) inner axis. */
+    int64_t tasks = 1, nic = 1, icw = inner;
+    if ((size_t)total * (size_t)es >= PAR_MIN_BYTES) {
+        int64_t want = 4 * (int64_t)stx__threads();
+        if (nkeep >= want || ixs == 0) {
+            tasks = nkeep < want ? nkeep : want;
+        } else {
+            int64_t per = (want + nkeep - 1) / nkeep, most = inner / 256 > 1 ? inner / 256 : 1;
+            nic = per < most ? per : most;
+            icw = (inner + nic - 1) / nic;
+            nic = (inner + icw - 1) / icw;
+            tasks = nkeep * nic;
+        }
+    }
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t u0, u1, c0 = 0, c1 = inner;
+        if (nic > 1) {
+            u0 = t / nic;
+            u1 = u0 + 1;
+            c0 = (t % nic) * icw;
+            c1 = c0 + icw < inner ? c0 + icw : inner;
+        } else {
+            u0 = part_lo(nkeep, tasks, t);
+            u1 = part_lo(nkeep, tasks, t + 1);
+        }
+        int64_t kidx[SV_MAX], xoff = 0, yoff = 0, rem = u0;
+        for (int q = nk - 1; q >= 0; q--) {
+            int i = kd[q];
+            kidx[q] = rem % v.dims[i];
+            rem /= v.dims[i];
+            xoff += kidx[q] * v.xs[i];
+            yoff += kidx[q] * v.ys[i];
+        }
+        for (int64_t u = u0; u < u1; u++) {
+            int64_t ridx[SV_MAX] = {0}, yr = 0;
+            for (int64_t w = 0; w < nred; w++) {
+                const char *s = dy + (yoff + yr + c0 * iys) * es;
+                if (ixs != 0)
+                    acc_row(acc, dx + (xoff + c0 * ixs) * es, ixs, s, iys, c1 - c0);
+                else
+                    acc_sum(acc, dx + xoff * es, s, iys, c1 - c0);
+                for (int q = nr - 1; q >= 0; q--) {
+                    int i = rd[q];
+                    yr += v.ys[i];
+                    if (++ridx[q] < v.dims[i]) break;
+                    yr -= v.ys[i] * v.dims[i];
+                    ridx[q] = 0;
+                }
+            }
+            for (int q = nk - 1; q >= 0; q--) {
+                int i = kd[q];
+                xoff += v.xs[i];
+                yoff += v.ys[i];
+                if (++kidx[q] < v.dims[i]) break;
+                xoff -= v.xs[i] * v.dims[i];
+                yoff -= v.ys[i] * v.dims[i];
+                kidx[q] = 0;
+            }
+        }
+    }
+}
+
+/* The accumulation mode of a gradient tensor (float32 or float64). */
+static stx_status grad_mode(stx_op_ctx *c, const stx_tensor *g, acc_mode *m) {
+    *m = ACC_NONE;
+    if (g->dtype == STX_DTYPE_FLOAT) {
+        *m = ACC_F32;
+    } else if (g->dtype == STX_DTYPE_DOUBLE) {
+        *m = ACC_F64;
+    } else {
+        return stx__node_err(c, STX_E_UNSUPPORTED, "gradients of %s tensors are not supported",
+                             stx_dtype_name(g->dtype));
+    }
+    return STX_OK;
 }
 
 /* Concat and Split move rows between one tensor seen as [outer, sum(blk)] bytes and n parts
@@ -381,6 +641,18 @@ static stx_status forward_copy(stx_op_ctx *c) {
     const stx_tensor *x = c->in[0];
     stx_tensor *y = c->out[0];
     copy_bytes(y->data, x->data, (size_t)stx__numel(x->dims, x->rank) * esize(x));
+    return STX_OK;
+}
+
+/* Their VJP: the same elements in the same row-major order, so dx (flat) += dy (flat). */
+static stx_status backward_copy(stx_op_ctx *c) {
+    stx_tensor *dx = c->din[0];
+    const stx_tensor *dy = c->dout[0];
+    acc_mode m;
+    if (!dx || !dy) return STX_OK;
+    stx_status st = grad_mode(c, dx, &m);
+    if (st) return st;
+    acc_flat(m, dx->data, dy->data, stx__numel(dx->dims, dx->rank));
     return STX_OK;
 }
 
@@ -518,7 +790,28 @@ static stx_status transpose_forward(stx_op_ctx *c) {
         v.dims[i] = x->dims[perm[i]];
         v.str[i] = xs[perm[i]];
     }
-    sview_copy(c->out[0]->data, x->data, v, esize(x));
+    sview_copy(c->out[0]->data, x->data, v, esize(x), ACC_NONE);
+    return STX_OK;
+}
+
+/* y[j] = x[i] with j_k = i_perm[k], so dx[i] += dy[j]: dx is the transpose of dy by the inverse
+ * permutation, i.e. the view of dy whose axis perm[k] has dy's stride of axis k. */
+static stx_status transpose_backward(stx_op_ctx *c) {
+    stx_tensor *dx = c->din[0];
+    const stx_tensor *dy = c->dout[0];
+    int perm[STX_MAX_RANK];
+    acc_mode m;
+    if (!dx || !dy) return STX_OK;
+    stx_status st = transpose_perm(c, perm);
+    if (st || (st = grad_mode(c, dx, &m))) return st;
+    int64_t ys[STX_MAX_RANK];
+    dense_strides(dy->dims, dy->rank, ys);
+    sview v = {.rank = dx->rank};
+    for (int k = 0; k < dx->rank; k++) {
+        v.dims[perm[k]] = dy->dims[k];
+        v.str[perm[k]] = ys[k];
+    }
+    sview_copy(dx->data, dy->data, v, acc_esize(m), m);
     return STX_OK;
 }
 
@@ -644,6 +937,33 @@ static stx_status concat_forward(stx_op_ctx *c) {
     return STX_OK;
 }
 
+/* Input i occupies columns [pre_i, pre_i + n_i) of every row of y seen as [outer, row], so
+ * dx_i[o, :] += dy[o, pre_i : pre_i + n_i]. Parts are done one after the other (each copy
+ * parallel inside): an input used twice (Concat(x, x)) has one gradient buffer for both. */
+static stx_status concat_backward(stx_op_ctx *c) {
+    const stx_tensor *x = c->in[0], *dy = c->dout[0];
+    int axis;
+    if (!dy) return STX_OK;
+    stx_status st = concat_axis(c, &axis);
+    if (st) return st;
+    int64_t outer = stx__numel(x->dims, axis);
+    int64_t inner = stx__numel(x->dims + axis + 1, x->rank - axis - 1);
+    int64_t row = dy->dims[axis] * inner, pre = 0;
+    for (int i = 0; i < c->n_in; i++) {
+        stx_tensor *dx = c->din[i];
+        int64_t w = c->in[i]->dims[axis] * inner;
+        if (dx) {
+            acc_mode m;
+            if ((st = grad_mode(c, dx, &m))) return st;
+            sview v = {.rank = 2, .dims = {outer, w}, .str = {row, 1}};
+            sview_copy(dx->data, (const char *)dy->data + pre * (int64_t)acc_esize(m), v,
+                       acc_esize(m), m);
+        }
+        pre += w;
+    }
+    return STX_OK;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Split: sizes from input 1 (opset 13+) or the 'split' attribute (before), else equal parts
  * ('num_outputs', opset 18: ceil-sized parts with a smaller last one).
@@ -731,6 +1051,32 @@ static stx_status split_forward(stx_op_ctx *c) {
         row += b;
     }
     parts_copy(x->data, parts, blk, pre, n, outer, row, false);
+    return STX_OK;
+}
+
+/* Output k is columns [pre_k, pre_k + n_k) of every row of x seen as [outer, row], so
+ * dx[o, pre_k : pre_k + n_k] += dy_k[o, :]; outputs without a gradient add nothing. */
+static stx_status split_backward(stx_op_ctx *c) {
+    const stx_tensor *x = c->in[0];
+    stx_tensor *dx = c->din[0];
+    int64_t sizes[MAX_PARTS];
+    int axis;
+    acc_mode m;
+    if (!dx) return STX_OK;
+    stx_status st = split_sizes(c, &axis, sizes);
+    if (st || (st = grad_mode(c, dx, &m))) return st;
+    int64_t outer = stx__numel(x->dims, axis);
+    int64_t inner = stx__numel(x->dims + axis + 1, x->rank - axis - 1);
+    int64_t row = x->dims[axis] * inner, pre = 0;
+    for (int k = 0; k < c->n_out; k++) {
+        const stx_tensor *dy = c->dout[k];
+        int64_t w = sizes[k] * inner;
+        if (dy) {
+            bview v = {.rank = 2, .dims = {outer, w}, .xs = {row, 1}, .ys = {w, 1}};
+            bview_acc((char *)dx->data + pre * (int64_t)acc_esize(m), dy->data, v, m);
+        }
+        pre += w;
+    }
     return STX_OK;
 }
 
@@ -826,7 +1172,29 @@ static stx_status slice_forward(stx_op_ctx *c) {
     if (st) return st;
     const stx_tensor *x = c->in[0];
     size_t es = esize(x);
-    sview_copy(c->out[0]->data, (const char *)x->data + base * (int64_t)es, v, es);
+    sview_copy(c->out[0]->data, (const char *)x->data + base * (int64_t)es, v, es, ACC_NONE);
+    return STX_OK;
+}
+
+/* y = the view (base, strides xs_k * step_k) of x, so dy scatters back through the same view:
+ * dx[base + sum j_k xs_k step_k] += dy[j]; elements not selected get nothing. Distinct j reach
+ * distinct elements (steps are non-zero), negative steps included. */
+static stx_status slice_backward(stx_op_ctx *c) {
+    stx_tensor *dx = c->din[0];
+    const stx_tensor *dy = c->dout[0];
+    sview sv;
+    int64_t base;
+    acc_mode m;
+    if (!dx || !dy) return STX_OK;
+    stx_status st = slice_view(c, &sv, &base);
+    if (st || (st = grad_mode(c, dx, &m))) return st;
+    bview v = {.rank = sv.rank};
+    dense_strides(sv.dims, sv.rank, v.ys);
+    for (int i = 0; i < sv.rank; i++) {
+        v.dims[i] = sv.dims[i];
+        v.xs[i] = sv.str[i];
+    }
+    bview_acc((char *)dx->data + base * (int64_t)acc_esize(m), dy->data, v, m);
     return STX_OK;
 }
 
@@ -889,6 +1257,75 @@ static stx_status gather_forward(stx_op_ctx *c) {
         int64_t o = u / ni, ix = index_at(ind, u % ni);
         if (ix < 0) ix += n;
         memcpy(dst + (size_t)u * blk, src + (size_t)(o * n + ix) * blk, blk);
+    }
+    return STX_OK;
+}
+
+/* y[o, j, :] = x[o, ind[j], :] (x seen as [outer, n, inner], y as [outer, ni, inner]), so
+ *     dx[o, ind[j], :] += dy[o, j, :]  for every j,
+ * a scatter-add in which repeated indices accumulate. Determinism without atomics: a task owns
+ * whole outer slices o (or, when there are few, a column chunk of the inner block of one slice)
+ * and walks j in ascending order, so every dx element sums its contributions in the order of j
+ * whatever the thread count. */
+static stx_status gather_backward(stx_op_ctx *c) {
+    const stx_tensor *x = c->in[0], *ind = c->in[1], *dy = c->dout[0];
+    stx_tensor *dx = c->din[0];
+    int axis;
+    acc_mode m;
+    char sb[128];
+    if (!dx || !dy) return STX_OK;
+    stx_status st = grad_mode(c, dx, &m);
+    if (st) return st;
+    if (!ind->data)
+        return stx__node_err(c, STX_E_INVALID, "the indices are not available for backward");
+    stx__norm_axis(stx__attr_int(c->node, "axis", 0), x->rank, &axis);
+    int64_t n = x->dims[axis], ni = stx__numel(ind->dims, ind->rank);
+    for (int64_t j = 0; j < ni; j++) {
+        int64_t ix = index_at(ind, j);
+        if (ix < -n || ix >= n)
+            return stx__node_err(c, STX_E_INVALID, "index %lld out of range for axis %d of data %s",
+                                 (long long)ix, axis, SHAPE_STR(x, sb));
+    }
+    int64_t outer = stx__numel(x->dims, axis), es = (int64_t)acc_esize(m);
+    int64_t inner = stx__numel(x->dims + axis + 1, x->rank - axis - 1);
+    int64_t nic = 1, icw = inner, tasks = outer;
+    if ((size_t)(outer * ni * inner * es) >= PAR_MIN_BYTES) {
+        int64_t want = 4 * (int64_t)stx__threads();
+        if (outer < want) {
+            int64_t per = (want + outer - 1) / outer, most = inner / 256 > 1 ? inner / 256 : 1;
+            nic = per < most ? per : most;
+            icw = (inner + nic - 1) / nic;
+            nic = (inner + icw - 1) / icw;
+            tasks = outer * nic;
+        }
+    } else {
+        tasks = outer > 0 ? 1 : 0;
+    }
+    bool par = tasks > 1;
+    char *gx = dx->data;
+    const char *gy = dy->data;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t o0, o1, c0 = 0, c1 = inner;
+        if (nic > 1) {
+            o0 = t / nic;
+            o1 = o0 + 1;
+            c0 = (t % nic) * icw;
+            c1 = c0 + icw < inner ? c0 + icw : inner;
+        } else if (par) {
+            o0 = t;
+            o1 = t + 1;
+        } else {
+            o0 = 0;
+            o1 = outer;
+        }
+        for (int64_t o = o0; o < o1; o++)
+            for (int64_t j = 0; j < ni; j++) {
+                int64_t ix = index_at(ind, j);
+                if (ix < 0) ix += n;
+                acc_row(m, gx + ((o * n + ix) * inner + c0) * es, 1,
+                        gy + ((o * ni + j) * inner + c0) * es, 1, c1 - c0);
+            }
     }
     return STX_OK;
 }
@@ -1011,6 +1448,8 @@ static int64_t pad_map(int64_t i, int64_t n, pad_mode m) {
     if (m == PAD_EDGE) return i < 0 ? 0 : n - 1;
     if (n == 1) return 0;
     int64_t p = 2 * (n - 1);
+    if (i < 0 && i > -n) return -i; /* the first reflection on either side, without a division */
+    if (i >= n && i < p) return p - i;
     i %= p;
     if (i < 0) i += p;
     return i < n ? i : p - i;
@@ -1066,6 +1505,164 @@ static stx_status pad_forward(stx_op_ctx *c) {
             if (o >= W) break;
             int64_t si = pad_map(o - b, w, mode);
             memcpy(d + (size_t)o * es, si < 0 ? cv : s + (size_t)si * es, es);
+        }
+    }
+    return STX_OK;
+}
+
+/* The smallest padded coordinate o in [from, od) with pad_map(o - b, n, m) == i, or -1: walks
+ * the preimage of input index i along an axis of size n (begin pad b, padded size od).
+ *   constant: only o = i + b;
+ *   edge:     i + b, extended down to 0 for i = 0 and up to od - 1 for i = n - 1 (an interval);
+ *   reflect:  o - b congruent to i or to -i modulo the period 2(n - 1).
+ * With n = 1, edge and reflect map every o to 0. */
+static int64_t pad_next(int64_t from, int64_t i, int64_t n, int64_t od, int64_t b, pad_mode m) {
+    if (from < 0) from = 0;
+    if (from >= od) return -1;
+    int64_t o;
+    if (m == PAD_CONSTANT || (b == 0 && od == n)) { /* (an axis without pads is the identity) */
+        o = i + b;
+        return o >= from && o < od ? o : -1;
+    }
+    if (n == 1) return from;
+    if (m == PAD_EDGE) {
+        int64_t lo = i == 0 ? from : i + b, hi = i == n - 1 ? od - 1 : i + b;
+        o = lo > from ? lo : from;
+        return o <= hi && o < od ? o : -1;
+    }
+    int64_t p = 2 * (n - 1), t = from - b, best = -1;
+    int64_t q[2] = {i, (p - i) % p};
+    for (int k = 0; k < 2; k++) {
+        /* smallest t' >= t with t' = q (mod p) is t + ((q - t) mod p); one period away in the
+         * common case (pads shorter than the axis), which needs no division */
+        int64_t d = q[k] - t;
+        if (d < 0) d += p;
+        if (d < 0 || d >= p) {
+            d = (q[k] - t) % p;
+            if (d < 0) d += p;
+        }
+        int64_t cand = t + d + b;
+        if (best < 0 || cand < best) best = cand;
+    }
+    return best < od ? best : -1;
+}
+
+/* Folds one padded dy row s (W columns) onto the dx row d (w columns): the middle columns
+ * [lo, hi) add straight across, then (edge / reflect) each border column adds onto the element
+ * it was copied from, left to right. */
+#define DEF_PAD_FOLD(T, SUF)                                                                       \
+    static void pad_fold_##SUF(T *restrict d, const T *restrict s, int64_t W, int64_t w,           \
+                               int64_t b, int64_t lo, int64_t hi, pad_mode mode) {                 \
+        _Pragma("omp simd") for (int64_t q = lo; q < hi; q++) d[q - b] += s[q];                    \
+        if (mode == PAD_CONSTANT) return;                                                          \
+        for (int64_t q = 0; q < lo && q < W; q++) d[pad_map(q - b, w, mode)] += s[q];              \
+        for (int64_t q = hi; q < W; q++) d[pad_map(q - b, w, mode)] += s[q];                       \
+    }
+DEF_PAD_FOLD(float, f32)
+DEF_PAD_FOLD(double, f64)
+#undef DEF_PAD_FOLD
+
+/* Constant mode: every padded position that maps to no input element holds constant_value,
+ * so d constant_value += the sum of dy over those positions (rows wholly in the border, then
+ * the border columns of the other rows; summed in double, in row order). */
+static stx_status pad_value_backward(stx_op_ctx *c, const int64_t *pb, const int64_t *od) {
+    const stx_tensor *x = c->in[0], *dy = c->dout[0];
+    stx_tensor *dv = c->din[2];
+    acc_mode m;
+    stx_status st = grad_mode(c, dv, &m);
+    if (st) return st;
+    int r = x->rank;
+    int64_t total = stx__numel(od, r);
+    double acc = 0;
+    if (total > 0 && r > 0) {
+        int64_t W = od[r - 1], w = x->dims[r - 1], b = pb[r - 1], nrows = total / W;
+        int64_t lo = b > 0 ? b : 0, hi = b + w < W ? b + w : W;
+        if (hi < lo) hi = lo;
+        for (int64_t row = 0; row < nrows; row++) {
+            int64_t rem = row;
+            bool inside = true;
+            for (int i = r - 2; i >= 0 && inside; i--) {
+                int64_t o = rem % od[i] - pb[i];
+                rem /= od[i];
+                inside = o >= 0 && o < x->dims[i];
+            }
+            for (int64_t q = 0; q < W; q++) {
+                if (inside && q == lo) q = hi;
+                if (q >= W) break;
+                acc += m == ACC_F64 ? ((const double *)dy->data)[row * W + q]
+                                    : ((const float *)dy->data)[row * W + q];
+            }
+        }
+    }
+    if (m == ACC_F64)
+        *(double *)dv->data += acc;
+    else
+        *(float *)dv->data += (float)acc;
+    return STX_OK;
+}
+
+/* dx[pad_map(o - pb)] += dy[o] for every padded position o that maps to an input element:
+ * constant mode crops dy (border positions hold the constant, which has no gradient here);
+ * edge and reflect fold the borders back onto the edge / mirrored elements, accumulating.
+ * Several dy rows can fold onto one dx row, so the loop runs over dx rows (each thread owns
+ * its rows) and visits the dy rows of each one's preimage in ascending order; within a row
+ * the contiguous middle is added first, then the border columns left to right. */
+static stx_status pad_backward(stx_op_ctx *c) {
+    const stx_tensor *x = c->in[0], *dy = c->dout[0];
+    stx_tensor *dx = c->din[0];
+    int64_t pb[STX_MAX_RANK], pe[STX_MAX_RANK], od[STX_MAX_RANK], ys[STX_MAX_RANK];
+    acc_mode m;
+    if (!dy) return STX_OK;
+    stx_status st = pad_params(c, pb, pe, od);
+    if (st) return st;
+    pad_mode mode = pad_get_mode(c->node);
+    if (mode == PAD_CONSTANT && c->n_in > 2 && c->din[2] && (st = pad_value_backward(c, pb, od)))
+        return st;
+    if (!dx) return STX_OK;
+    if ((st = grad_mode(c, dx, &m))) return st;
+    int r = x->rank;
+    int64_t xtotal = stx__numel(x->dims, r), es = (int64_t)acc_esize(m);
+    if (xtotal == 0 || stx__numel(od, r) == 0) return STX_OK;
+    if (r == 0) {
+        acc_row(m, dx->data, 1, dy->data, 1, 1);
+        return STX_OK;
+    }
+    dense_strides(od, r, ys);
+    int64_t W = od[r - 1], w = x->dims[r - 1], b = pb[r - 1], nrows = xtotal / w;
+    int64_t lo = b > 0 ? b : 0, hi = b + w < W ? b + w : W;
+    if (hi < lo) hi = lo;
+    char *gx = dx->data;
+    const char *gy = dy->data;
+    bool par = (size_t)(stx__numel(od, r) * es) >= PAR_MIN_BYTES && nrows > 1;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t row = 0; row < nrows; row++) {
+        char *d = gx + row * w * es;
+        int64_t ix[STX_MAX_RANK], o[STX_MAX_RANK], first[STX_MAX_RANK], rem = row;
+        bool any = true;
+        for (int i = r - 2; i >= 0; i--) {
+            ix[i] = rem % x->dims[i];
+            rem /= x->dims[i];
+            first[i] = o[i] = pad_next(0, ix[i], x->dims[i], od[i], pb[i], mode);
+            if (o[i] < 0) any = false;
+        }
+        while (any) {
+            int64_t yoff = 0;
+            for (int i = 0; i < r - 1; i++) yoff += o[i] * ys[i];
+            const char *s = gy + yoff * es;
+            if (m == ACC_F64)
+                pad_fold_f64((double *)(void *)d, (const double *)(const void *)s, W, w, b, lo, hi,
+                             mode);
+            else
+                pad_fold_f32((float *)(void *)d, (const float *)(const void *)s, W, w, b, lo, hi,
+                             mode);
+            /* next dy row of the preimage (odometer, last outer axis fastest) */
+            int i = r - 2;
+            for (; i >= 0; i--) {
+                o[i] = pad_next(o[i] + 1, ix[i], x->dims[i], od[i], pb[i], mode);
+                if (o[i] >= 0) break;
+                o[i] = first[i];
+            }
+            if (i < 0) break;
         }
     }
     return STX_OK;
@@ -1253,7 +1850,30 @@ static stx_status expand_forward(stx_op_ctx *c) {
         /* broadcast axes (missing or of size 1 in the input) re-read the same elements */
         v.str[i] = i < lead || x->dims[i - lead] == 1 ? 0 : xs[i - lead];
     }
-    sview_copy(y->data, x->data, v, esize(x));
+    sview_copy(y->data, x->data, v, esize(x), ACC_NONE);
+    return STX_OK;
+}
+
+/* y[j] = x[j with the broadcast axes at 0], so dx = dy summed over the broadcast axes (the
+ * leading axes x does not have and those where x has size 1): the forward view with stride 0
+ * on those axes, run backwards. */
+static stx_status expand_backward(stx_op_ctx *c) {
+    const stx_tensor *x = c->in[0], *dy = c->dout[0];
+    stx_tensor *dx = c->din[0];
+    acc_mode m;
+    if (!dx || !dy) return STX_OK;
+    stx_status st = grad_mode(c, dx, &m);
+    if (st) return st;
+    int64_t xs[STX_MAX_RANK];
+    dense_strides(x->dims, x->rank, xs);
+    int r = dy->rank, lead = r - x->rank;
+    bview v = {.rank = r};
+    dense_strides(dy->dims, r, v.ys);
+    for (int i = 0; i < r; i++) {
+        v.dims[i] = dy->dims[i];
+        v.xs[i] = i < lead || x->dims[i - lead] == 1 ? 0 : xs[i - lead];
+    }
+    bview_acc(dx->data, dy->data, v, m);
     return STX_OK;
 }
 
@@ -1305,7 +1925,33 @@ static stx_status tile_forward(stx_op_ctx *c) {
         v.dims[2 * i + 1] = x->dims[i];
         v.str[2 * i + 1] = xs[i];
     }
-    sview_copy(c->out[0]->data, x->data, v, esize(x));
+    sview_copy(c->out[0]->data, x->data, v, esize(x), ACC_NONE);
+    return STX_OK;
+}
+
+/* y seen as [rep0, d0, rep1, d1, ...] holds x at every repeat, so dx = dy summed over the
+ * repeat axes: y axis i of size rep_i * d_i splits into a repeat axis (dy stride d_i * Y_i,
+ * summed: dx stride 0) and a data axis (dy stride Y_i, dx stride X_i). */
+static stx_status tile_backward(stx_op_ctx *c) {
+    const stx_tensor *x = c->in[0], *dy = c->dout[0];
+    stx_tensor *dx = c->din[0];
+    int64_t rep[STX_MAX_RANK], xs[STX_MAX_RANK], ys[STX_MAX_RANK];
+    acc_mode m;
+    if (!dx || !dy) return STX_OK;
+    stx_status st = tile_repeats(c, rep);
+    if (st || (st = grad_mode(c, dx, &m))) return st;
+    dense_strides(x->dims, x->rank, xs);
+    dense_strides(dy->dims, dy->rank, ys);
+    bview v = {.rank = 2 * x->rank};
+    for (int i = 0; i < x->rank; i++) {
+        v.dims[2 * i] = rep[i];
+        v.xs[2 * i] = 0;
+        v.ys[2 * i] = x->dims[i] * ys[i];
+        v.dims[2 * i + 1] = x->dims[i];
+        v.xs[2 * i + 1] = xs[i];
+        v.ys[2 * i + 1] = ys[i];
+    }
+    bview_acc(dx->data, dy->data, v, m);
     return STX_OK;
 }
 
@@ -1448,31 +2094,34 @@ static const char *const shape_attrs[] = {"start", "end", NULL};
                                    __VA_ARGS__};
 
 SHAPE_OP(op_flatten, "Flatten", 1, 1, 1, flatten_attrs, .infer = flatten_infer,
-         .forward = forward_copy)
+         .forward = forward_copy, .backward = backward_copy)
 SHAPE_OP(op_reshape, "Reshape", 1, 2, 1, reshape_attrs, .infer = reshape_infer,
-         .forward = forward_copy)
+         .forward = forward_copy, .backward = backward_copy)
 SHAPE_OP(op_transpose, "Transpose", 1, 1, 1, transpose_attrs, .infer = transpose_infer,
-         .forward = transpose_forward)
+         .forward = transpose_forward, .backward = transpose_backward)
 SHAPE_OP(op_squeeze, "Squeeze", 1, 2, 1, axes_attrs, .infer = squeeze_infer,
-         .forward = forward_copy)
+         .forward = forward_copy, .backward = backward_copy)
 SHAPE_OP(op_unsqueeze, "Unsqueeze", 1, 2, 1, axes_attrs, .infer = unsqueeze_infer,
-         .forward = forward_copy)
+         .forward = forward_copy, .backward = backward_copy)
 SHAPE_OP(op_concat, "Concat", 1, MAX_PARTS, 1, concat_attrs, .infer = concat_infer,
-         .forward = concat_forward)
+         .forward = concat_forward, .backward = concat_backward)
 SHAPE_OP(op_split, "Split", 1, 2, MAX_PARTS, split_attrs, .infer = split_infer,
-         .forward = split_forward)
-SHAPE_OP(op_slice, "Slice", 1, 5, 1, slice_attrs, .infer = slice_infer, .forward = slice_forward)
+         .forward = split_forward, .backward = split_backward, .bwd_in = 1u << 1)
+SHAPE_OP(op_slice, "Slice", 1, 5, 1, slice_attrs, .infer = slice_infer, .forward = slice_forward,
+         .backward = slice_backward, .bwd_in = 0x1eu)
 SHAPE_OP(op_gather, "Gather", 2, 2, 1, gather_attrs, .infer = gather_infer,
-         .forward = gather_forward)
+         .forward = gather_forward, .backward = gather_backward, .bwd_in = 1u << 1)
 SHAPE_OP(op_pad, "Pad", 1, 4, 1, pad_attrs, .check = pad_check, .infer = pad_infer,
-         .forward = pad_forward)
+         .forward = pad_forward, .backward = pad_backward, .bwd_in = (1u << 1) | (1u << 3))
 SHAPE_OP(op_constant, "Constant", 0, 0, 1, constant_attrs, .check = constant_check,
          .infer = constant_infer, .forward = constant_forward)
 SHAPE_OP(op_cos, "ConstantOfShape", 1, 1, 1, cos_attrs, .infer = cos_infer, .forward = cos_forward)
 SHAPE_OP(op_shape, "Shape", 1, 1, 1, shape_attrs, .infer = shape_infer, .forward = shape_forward)
 SHAPE_OP(op_size, "Size", 1, 1, 1, no_attrs, .infer = size_infer, .forward = size_forward)
-SHAPE_OP(op_expand, "Expand", 2, 2, 1, no_attrs, .infer = expand_infer, .forward = expand_forward)
-SHAPE_OP(op_tile, "Tile", 2, 2, 1, no_attrs, .infer = tile_infer, .forward = tile_forward)
+SHAPE_OP(op_expand, "Expand", 2, 2, 1, no_attrs, .infer = expand_infer, .forward = expand_forward,
+         .backward = expand_backward)
+SHAPE_OP(op_tile, "Tile", 2, 2, 1, no_attrs, .infer = tile_infer, .forward = tile_forward,
+         .backward = tile_backward, .bwd_in = 1u << 1)
 SHAPE_OP(op_range, "Range", 3, 3, 1, no_attrs, .infer = range_infer, .forward = range_forward)
 
 const stx_op_def *const stx__ops_shape[] = {
