@@ -243,7 +243,8 @@ typedef struct stx_seed {
 
 STX_API stx_seed stx_seed_default(void);
 /* After stx_session_run: seeds the output chosen at plan time and sweeps back to the tensors in
- * opt.grad_wrt. Each sample has its own target. */
+ * opt.grad_wrt. Each sample has its own target. The input tensors given to the run are read
+ * again: keep them alive and unchanged until the backward returns. */
 STX_API stx_status stx_session_backward(stx_session *s, const stx_seed *seed);
 /* The gradient of a grad_wrt tensor after stx_session_backward (owned by the session), or NULL. */
 STX_API stx_tensor *stx_session_grad(stx_session *s, const char *name);

@@ -555,8 +555,7 @@ stx_status stx_session_run_multi(stx_session *s, int n_inputs, const stx_tensor 
         st = stp->run ? stp->run(stp) : stp->c.node->def->forward(&stp->c);
     }
     s->ran_forward = st == STX_OK;
-    for (int i = 0; i < n_inputs; i++)
-        if (s->kind[s->inputs[i]] == STX_VK_INPUT) s->vals[s->inputs[i]].data = NULL;
+    /* the inputs stay referenced until the next run: a backward may read them */
     return st;
 }
 

@@ -366,6 +366,258 @@ static void run_reduce(const rplan *p, rkind k, const stx_tensor *x, stx_tensor 
     }
 }
 
+/* ----- backward ------------------------------------------------------------------------------
+ * Every input element feeds exactly one output element, so the VJP is computed per output element
+ * (or, for a few long reductions, per fixed chunk of each reduction): every thread owns disjoint
+ * gradient elements and the result does not depend on the thread count. With y = f(x_1..x_n) one
+ * output element and g its gradient:
+ *   Sum:        dx_i += g
+ *   Mean:       dx_i += g / n
+ *   LogSum:     y = log s, s = sum x:   dx_i += g / s = g exp(-y)
+ *   SumSquare:  dx_i += 2 g x_i
+ *   L1:         dx_i += g sign(x_i)     (sign(0) = 0, PyTorch's abs'(0))
+ *   L2:         dx_i += g x_i / y       (0 when y = 0, as PyTorch's norm backward)
+ *   LogSumExp:  dx_i += g exp(x_i - y)  (the softmax of the set)
+ *   Prod:       dx_i += g prod_{j != i} x_j: with p the product of the non-zero x_j and z the
+ *               number of zeros, g p / x_i when z = 0; when z = 1 only the zero gets g p;
+ *               when z >= 2 nothing.
+ *   Max/Min:    only the elements equal to y get a gradient. Ties: ReduceMax/ReduceMin share g
+ *               evenly among them (PyTorch's amax/amin); GlobalMaxPool gives all of g to the first
+ *               maximal element in row-major order (like MaxPool, the element its Indices would
+ *               report). A NaN result gives no gradient.
+ * A first pass per output element gathers what the rule needs (the number of extreme elements,
+ * or p and z), a second pass adds the contributions.
+ */
+typedef struct {
+    double cnt;  /* Max/Min: number of elements equal to y */
+    double prod; /* Prod: product of the non-zero elements */
+    int64_t zeros;
+} bstat;
+
+typedef struct {
+    double g;     /* the per-element coefficient (see bwd_param) */
+    double y;     /* the output value (Max/Min/LogSumExp) */
+    int64_t left; /* Max/Min first-element mode: how many more elements take g (0 or 1);
+                     Prod: number of zeros (0, 1, or 2 for "two or more") */
+    bool first;
+} bparam;
+
+/* A strided run of n elements of the first pass: q is the bstat, y the output value. */
+#define DEF_STAT_RUN(NAME, T)                                                                      \
+    static void NAME(rkind k, void *qv, const T *x, T *dx, int64_t n, int64_t s, double y) {       \
+        (void)dx;                                                                                  \
+        bstat *q = qv;                                                                             \
+        if (k == RK_PROD) {                                                                        \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                double v = (double)x[i * s];                                                       \
+                if (v == 0.0)                                                                      \
+                    q->zeros++;                                                                    \
+                else                                                                               \
+                    q->prod *= v;                                                                  \
+            }                                                                                      \
+        } else { /* Max/Min */                                                                     \
+            for (int64_t i = 0; i < n; i++) q->cnt += (double)x[i * s] == y;                       \
+        }                                                                                          \
+    }
+
+/* A strided run of n elements of the second pass: dx += the contributions of x. */
+#define DEF_BWD_RUN(NAME, T)                                                                       \
+    static void NAME(rkind k, void *qv, const T *x, T *dx, int64_t n, int64_t s, double unused) {  \
+        (void)unused;                                                                              \
+        bparam *q = qv;                                                                            \
+        const T gt = (T)q->g;                                                                      \
+        switch (k) {                                                                               \
+        case RK_SUM:                                                                               \
+        case RK_MEAN:                                                                              \
+        case RK_LOGSUM:                                                                            \
+            for (int64_t i = 0; i < n; i++) dx[i * s] += gt;                                       \
+            break;                                                                                 \
+        case RK_SUMSQ:                                                                             \
+        case RK_L2:                                                                                \
+            for (int64_t i = 0; i < n; i++) dx[i * s] += gt * x[i * s];                            \
+            break;                                                                                 \
+        case RK_L1:                                                                                \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T v = x[i * s];                                                                    \
+                dx[i * s] += v > 0 ? gt : v < 0 ? -gt : (T)0;                                      \
+            }                                                                                      \
+            break;                                                                                 \
+        case RK_LOGSUMEXP:                                                                         \
+            for (int64_t i = 0; i < n; i++) dx[i * s] += (T)(q->g * exp((double)x[i * s] - q->y)); \
+            break;                                                                                 \
+        case RK_MAX:                                                                               \
+        case RK_MIN:                                                                               \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                if ((double)x[i * s] != q->y) continue;                                            \
+                if (q->first) {                                                                    \
+                    if (q->left == 0) break;                                                       \
+                    q->left--;                                                                     \
+                }                                                                                  \
+                dx[i * s] += gt;                                                                   \
+            }                                                                                      \
+            break;                                                                                 \
+        case RK_PROD:                                                                              \
+            if (q->left == 0) {                                                                    \
+                for (int64_t i = 0; i < n; i++) dx[i * s] += (T)(q->g / (double)x[i * s]);         \
+            } else if (q->left == 1) {                                                             \
+                for (int64_t i = 0; i < n; i++)                                                    \
+                    if (x[i * s] == 0) dx[i * s] += gt;                                            \
+            }                                                                                      \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+/* Visits reduced elements [eb, ee) of the set starting at element base, as strided runs along
+ * the innermost reduced dimension, for x and its gradient dx (same layout). */
+#define DEF_BWD_RANGE(NAME, T, RUN)                                                                \
+    static void NAME(const rplan *p, rkind k, void *q, const void *xv, void *dxv, int64_t base,    \
+                     int64_t eb, int64_t ee, double y) {                                           \
+        const T *x = (const T *)xv + base;                                                         \
+        T *dx = (T *)dxv + base;                                                                   \
+        if (eb >= ee) return;                                                                      \
+        int nr = p->nr;                                                                            \
+        int64_t L = nr ? p->rdim[nr - 1] : 1, s = nr ? p->rstr[nr - 1] : 1;                        \
+        int64_t idx[STX_MAX_RANK], off = 0, qq = eb / L, i0 = eb % L;                              \
+        for (int d = nr - 2; d >= 0; d--) {                                                        \
+            idx[d] = qq % p->rdim[d];                                                              \
+            qq /= p->rdim[d];                                                                      \
+            off += idx[d] * p->rstr[d];                                                            \
+        }                                                                                          \
+        for (int64_t e = eb; e < ee;) {                                                            \
+            int64_t n = L - i0;                                                                    \
+            if (n > ee - e) n = ee - e;                                                            \
+            RUN(k, q, x + off + i0 * s, dx + off + i0 * s, n, s, y);                               \
+            e += n;                                                                                \
+            i0 = 0;                                                                                \
+            for (int d = nr - 2; d >= 0; d--) {                                                    \
+                off += p->rstr[d];                                                                 \
+                if (++idx[d] < p->rdim[d]) break;                                                  \
+                off -= p->rdim[d] * p->rstr[d];                                                    \
+                idx[d] = 0;                                                                        \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEF_STAT_RUN(stat_run_f32, float)
+DEF_STAT_RUN(stat_run_f64, double)
+DEF_BWD_RUN(bwd_run_f32, float)
+DEF_BWD_RUN(bwd_run_f64, double)
+DEF_BWD_RANGE(stat_range_f32, float, stat_run_f32)
+DEF_BWD_RANGE(stat_range_f64, double, stat_run_f64)
+DEF_BWD_RANGE(bwd_range_f32, float, bwd_run_f32)
+DEF_BWD_RANGE(bwd_range_f64, double, bwd_run_f64)
+
+typedef void (*bwd_range_fn)(const rplan *p, rkind k, void *q, const void *x, void *dx,
+                             int64_t base, int64_t eb, int64_t ee, double y);
+
+static double load_fp(const void *t, bool dbl, int64_t i) {
+    return dbl ? ((const double *)t)[i] : (double)((const float *)t)[i];
+}
+
+static bool needs_stats(rkind k) {
+    return k == RK_MAX || k == RK_MIN || k == RK_PROD;
+}
+
+static void stat_init(bstat *s) {
+    s->cnt = 0.0;
+    s->prod = 1.0;
+    s->zeros = 0;
+}
+
+/* The second pass's coefficient for output element gradient g, value y, statistics st. */
+static void bwd_param(rkind k, bool first, double g, double y, int64_t n_red, const bstat *st,
+                      bparam *q) {
+    q->g = g;
+    q->y = y;
+    q->left = 0;
+    q->first = first;
+    switch (k) {
+    case RK_MEAN:
+        q->g = g / (double)n_red;
+        break;
+    case RK_LOGSUM:
+        q->g = g * exp(-y);
+        break;
+    case RK_SUMSQ:
+        q->g = 2.0 * g;
+        break;
+    case RK_L2:
+        q->g = y != 0.0 ? g / y : 0.0;
+        break;
+    case RK_MAX:
+    case RK_MIN:
+        if (first)
+            q->left = 1;
+        else
+            q->g = st->cnt > 0 ? g / st->cnt : 0.0;
+        break;
+    case RK_PROD:
+        q->g = g * st->prod;
+        q->left = st->zeros > 2 ? 2 : st->zeros;
+        break;
+    default:
+        break;
+    }
+}
+
+/* dx += VJP of the reduction planned by p, for float32 or float64 x/y/dy/dx. */
+static void reduce_bwd(const rplan *p, rkind k, bool first, bool dbl, const void *x, const void *y,
+                       const void *dy, void *dx) {
+    const bwd_range_fn stat = dbl ? stat_range_f64 : stat_range_f32;
+    const bwd_range_fn apply = dbl ? bwd_range_f64 : bwd_range_f32;
+    const bool uses_y =
+        k == RK_MAX || k == RK_MIN || k == RK_L2 || k == RK_LOGSUM || k == RK_LOGSUMEXP;
+    const int64_t n_out = p->n_out, n_red = p->n_red;
+    if (n_out == 0 || n_red == 0) return;
+    if (k == RK_SUM || k == RK_MEAN || k == RK_LOGSUM) x = dx; /* x is not read (nor kept) */
+    if (n_out < 8 && n_red >= 65536) {
+        for (int64_t o = 0; o < n_out; o++) {
+            const int64_t base = kept_offset(p, o);
+            const double g = load_fp(dy, dbl, o), yo = uses_y ? load_fp(y, dbl, o) : 0.0;
+            bstat part[RED_CHUNKS], tot;
+            stat_init(&tot);
+            if (needs_stats(k)) {
+#pragma omp parallel for schedule(static)
+                for (int ch = 0; ch < RED_CHUNKS; ch++) {
+                    int64_t eb = n_red * ch / RED_CHUNKS, ee = n_red * (ch + 1) / RED_CHUNKS;
+                    stat_init(&part[ch]);
+                    stat(p, k, &part[ch], x, dx, base, eb, ee, yo);
+                }
+                for (int ch = 0; ch < RED_CHUNKS; ch++) { /* fixed order */
+                    tot.cnt += part[ch].cnt;
+                    tot.prod *= part[ch].prod;
+                    tot.zeros += part[ch].zeros;
+                }
+            }
+            bparam q0;
+            bwd_param(k, first, g, yo, n_red, &tot, &q0);
+#pragma omp parallel for schedule(static)
+            for (int ch = 0; ch < RED_CHUNKS; ch++) {
+                int64_t eb = n_red * ch / RED_CHUNKS, ee = n_red * (ch + 1) / RED_CHUNKS;
+                bparam q = q0;
+                if (first) { /* the first extreme element: in the first chunk that has one */
+                    for (int c2 = 0; c2 < ch && q.left; c2++)
+                        if (part[c2].cnt > 0) q.left = 0;
+                    if (part[ch].cnt == 0) q.left = 0;
+                }
+                apply(p, k, &q, x, dx, base, eb, ee, yo);
+            }
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n_out > 1 && n_out * n_red >= RED_PAR_MIN)
+    for (int64_t o = 0; o < n_out; o++) {
+        const int64_t base = kept_offset(p, o);
+        const double g = load_fp(dy, dbl, o), yo = uses_y ? load_fp(y, dbl, o) : 0.0;
+        bstat st;
+        stat_init(&st);
+        if (needs_stats(k) && !first) stat(p, k, &st, x, dx, base, 0, n_red, yo);
+        bparam q;
+        bwd_param(k, first, g, yo, n_red, &st, &q);
+        apply(p, k, &q, x, dx, base, 0, n_red, yo);
+    }
+}
+
 /* ----- Reduce* operators ---------------------------------------------------------------------- */
 
 #define MAX_AXES (2 * STX_MAX_RANK)
@@ -481,12 +733,42 @@ static stx_status reduce_forward_k(stx_op_ctx *c, rkind k) {
     return STX_OK;
 }
 
-#define REDUCE_OP(VAR, ONNX, KIND)                                                                 \
+/* Backward of a Reduce* (or global pool, first = GlobalMaxPool's tie rule) with mask. */
+static stx_status reduce_backward_mask(stx_op_ctx *c, rkind k, bool first, const bool *mask) {
+    const stx_tensor *x = c->in[0], *y = c->out[0], *dy = c->dout[0];
+    stx_tensor *dx = c->din[0];
+    if (!dx || !dy) return STX_OK;
+    if (x->dtype != STX_DTYPE_FLOAT && x->dtype != STX_DTYPE_DOUBLE)
+        return stx__node_err(c, STX_E_UNSUPPORTED, "no gradient for %s input",
+                             stx_dtype_name(x->dtype));
+    const bool uses_x = k != RK_SUM && k != RK_MEAN && k != RK_LOGSUM;
+    const bool uses_y =
+        k == RK_MAX || k == RK_MIN || k == RK_L2 || k == RK_LOGSUM || k == RK_LOGSUMEXP;
+    if ((uses_x && !x->data) || (uses_y && !y->data))
+        return stx__node_err(c, STX_E_INTERNAL, "the forward %s is not available for backward",
+                             uses_x && !x->data ? "input" : "output");
+    rplan p;
+    plan_build(x->dims, x->rank, mask, &p);
+    reduce_bwd(&p, k, first, x->dtype == STX_DTYPE_DOUBLE, x->data, y->data, dy->data, dx->data);
+    return STX_OK;
+}
+
+static stx_status reduce_backward_k(stx_op_ctx *c, rkind k) {
+    bool mask[STX_MAX_RANK];
+    stx_status st = reduce_mask(c, mask);
+    if (st != STX_OK) return st;
+    return reduce_backward_mask(c, k, false, mask);
+}
+
+#define REDUCE_OP(VAR, ONNX, KIND, BIN, BOUT)                                                      \
     static stx_status VAR##_infer(stx_op_ctx *c) {                                                 \
         return reduce_infer_k(c, KIND);                                                            \
     }                                                                                              \
     static stx_status VAR##_forward(stx_op_ctx *c) {                                               \
         return reduce_forward_k(c, KIND);                                                          \
+    }                                                                                              \
+    static stx_status VAR##_backward(stx_op_ctx *c) {                                              \
+        return reduce_backward_k(c, KIND);                                                         \
     }                                                                                              \
     static const stx_op_def VAR = {.name = ONNX,                                                   \
                                    .min_in = 1,                                                    \
@@ -495,20 +777,25 @@ static stx_status reduce_forward_k(stx_op_ctx *c, rkind k) {
                                    .max_out = 1,                                                   \
                                    .attrs = reduce_attrs,                                          \
                                    .infer = VAR##_infer,                                           \
-                                   .forward = VAR##_forward};
+                                   .forward = VAR##_forward,                                       \
+                                   .backward = VAR##_backward,                                     \
+                                   .bwd_in = BIN,                                                  \
+                                   .bwd_out = BOUT};
 
 static const char *const reduce_attrs[] = {"axes", "keepdims", "noop_with_empty_axes", NULL};
 
-REDUCE_OP(op_reduce_sum, "ReduceSum", RK_SUM)
-REDUCE_OP(op_reduce_mean, "ReduceMean", RK_MEAN)
-REDUCE_OP(op_reduce_max, "ReduceMax", RK_MAX)
-REDUCE_OP(op_reduce_min, "ReduceMin", RK_MIN)
-REDUCE_OP(op_reduce_prod, "ReduceProd", RK_PROD)
-REDUCE_OP(op_reduce_l1, "ReduceL1", RK_L1)
-REDUCE_OP(op_reduce_l2, "ReduceL2", RK_L2)
-REDUCE_OP(op_reduce_sumsq, "ReduceSumSquare", RK_SUMSQ)
-REDUCE_OP(op_reduce_logsum, "ReduceLogSum", RK_LOGSUM)
-REDUCE_OP(op_reduce_logsumexp, "ReduceLogSumExp", RK_LOGSUMEXP)
+/* bwd_in/bwd_out: which of x (input 0) and y (output 0) the VJP reads (see reduce_bwd); the axes
+ * input is a plan-time constant and always holds data. */
+REDUCE_OP(op_reduce_sum, "ReduceSum", RK_SUM, 0u, 0u)
+REDUCE_OP(op_reduce_mean, "ReduceMean", RK_MEAN, 0u, 0u)
+REDUCE_OP(op_reduce_max, "ReduceMax", RK_MAX, 1u, 1u)
+REDUCE_OP(op_reduce_min, "ReduceMin", RK_MIN, 1u, 1u)
+REDUCE_OP(op_reduce_prod, "ReduceProd", RK_PROD, 1u, 0u)
+REDUCE_OP(op_reduce_l1, "ReduceL1", RK_L1, 1u, 0u)
+REDUCE_OP(op_reduce_l2, "ReduceL2", RK_L2, 1u, 1u)
+REDUCE_OP(op_reduce_sumsq, "ReduceSumSquare", RK_SUMSQ, 1u, 0u)
+REDUCE_OP(op_reduce_logsum, "ReduceLogSum", RK_LOGSUM, 0u, 1u)
+REDUCE_OP(op_reduce_logsumexp, "ReduceLogSumExp", RK_LOGSUMEXP, 1u, 1u)
 
 /* ----- GlobalAveragePool / GlobalMaxPool ------------------------------------------------------
  * X is (N, C, D1, ..., Dn), n >= 1; Y is (N, C, 1, ..., 1): the mean/max over all spatial
@@ -546,6 +833,20 @@ static stx_status gmp_forward(stx_op_ctx *c) {
     return global_pool_forward_k(c, RK_MAX);
 }
 
+/* dx = dy / (D1 ... Dn) everywhere (GlobalAveragePool); dy to the first maximal element of each
+ * plane (GlobalMaxPool). */
+static stx_status global_pool_backward_k(stx_op_ctx *c, rkind k) {
+    bool mask[STX_MAX_RANK];
+    for (int i = 0; i < c->in[0]->rank; i++) mask[i] = i >= 2;
+    return reduce_backward_mask(c, k, k == RK_MAX, mask);
+}
+static stx_status gap_backward(stx_op_ctx *c) {
+    return global_pool_backward_k(c, RK_MEAN);
+}
+static stx_status gmp_backward(stx_op_ctx *c) {
+    return global_pool_backward_k(c, RK_MAX);
+}
+
 static const char *const no_attrs[] = {NULL};
 
 static const stx_op_def op_global_avg = {.name = "GlobalAveragePool",
@@ -555,7 +856,8 @@ static const stx_op_def op_global_avg = {.name = "GlobalAveragePool",
                                          .max_out = 1,
                                          .attrs = no_attrs,
                                          .infer = global_pool_infer,
-                                         .forward = gap_forward};
+                                         .forward = gap_forward,
+                                         .backward = gap_backward};
 static const stx_op_def op_global_max = {.name = "GlobalMaxPool",
                                          .min_in = 1,
                                          .max_in = 1,
@@ -563,7 +865,10 @@ static const stx_op_def op_global_max = {.name = "GlobalMaxPool",
                                          .max_out = 1,
                                          .attrs = no_attrs,
                                          .infer = global_pool_infer,
-                                         .forward = gmp_forward};
+                                         .forward = gmp_forward,
+                                         .backward = gmp_backward,
+                                         .bwd_in = 1u,
+                                         .bwd_out = 1u};
 
 const stx_op_def *const stx__ops_reduce[] = {&op_reduce_sum,
                                              &op_reduce_mean,
