@@ -150,6 +150,10 @@ static bool run_case(runner *R, const char *dir, const char *name) {
     }
     wrt[ni] = NULL;
     for (int o = 0; o < stx_model_num_outputs(m) && ok; o++) {
+        stx_dtype odt;
+        if (stx_model_output_info(m, o, &odt, NULL, NULL) == STX_OK && odt != STX_DTYPE_DOUBLE &&
+            odt != STX_DTYPE_UNDEFINED)
+            continue; /* integer and boolean outputs (indices, masks) are not seeded */
         stx_session_options so = stx_session_options_default();
         so.grad_wrt = wrt;
         so.grad_output = o;

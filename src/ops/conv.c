@@ -24,6 +24,12 @@
  * spec says: SAME_UPPER puts the smaller half at the beginning, NOTSET/SAME_LOWER the larger.
  * A negative total padding (output larger than the full length) is clamped to 0 as onnxruntime
  * does: the extra trailing outputs receive no contribution (bias only).
+ *
+ * Backward (reverse mode): d x of a Conv is a ConvTranspose of d y with the same W and geometry,
+ * and d x of a ConvTranspose a Conv of d y; the reference kernels above serve both directions
+ * (accumulating into d x), and for float32 with constant weights a oneDNN backward-data primitive
+ * is built in prepare when the session runs backward through the node. d w and d b (reference
+ * kernels) are computed only when the engine asks for them. See "Backward" below.
  */
 #include "dnnl_util.h"
 
@@ -311,12 +317,14 @@ static int64_t convt_macs(const stx_op_ctx *c) {
  * while all taps accumulate into them, each loaded x feeds CONV_MB output channels, and for
  * stride 1 the inner loop is contiguous. Every output element sums its taps in the same order
  * (ci, kd, kh, kw) whatever the blocking and thread count, so results are reproducible.
+ * With acc = 1 the rows are not initialised: the taps add to what y holds (and b is ignored);
+ * the backward pass uses this to accumulate input gradients.
  */
 #define CONV_PAR_MIN 32768 /* below this many MACs, stay single-threaded */
 #define CONV_MB 4          /* output channels per task (register blocking) */
 
 #define DEFINE_CONV_REF(NAME, T)                                                                   \
-    static void NAME(const conv_geom *g, const T *x, const T *w, const T *b, T *y) {               \
+    static void NAME(const conv_geom *g, const T *x, const T *w, const T *b, T *y, int acc) {      \
         const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2];                                 \
         const int64_t OD = g->out[0], OH = g->out[1], OW = g->out[2];                              \
         const int64_t KD = g->k[0], KH = g->k[1], KW = g->k[2];                                    \
@@ -338,7 +346,8 @@ static int64_t convt_macs(const stx_op_ctx *c) {
                     for (int64_t j = 0; j < nm; j++) {                                             \
                         yr[j] = y + ((n * g->M + m0 + j) * OD * OH + od * OH + oh) * OW;           \
                         const T bias = b ? b[m0 + j] : (T)0;                                       \
-                        for (int64_t ow = 0; ow < OW; ow++) yr[j][ow] = bias;                      \
+                        if (!acc)                                                                  \
+                            for (int64_t ow = 0; ow < OW; ow++) yr[j][ow] = bias;                  \
                     }                                                                              \
                     for (int64_t ci = 0; ci < Cg; ci++) {                                          \
                         const T *xc = xn + ci * in_sp;                                             \
@@ -387,27 +396,37 @@ static int64_t convt_macs(const stx_op_ctx *c) {
         }                                                                                          \
     }
 
-/* ConvTranspose: one task per (n, m) output plane as well. The plane is set to the bias, then
- * each input channel of the group scatters x[i] * w[j] into o = i * s + j * d - pad_begin. */
+/* ConvTranspose: one task per (n, block of up to CONV_MB output channels of one group) as well.
+ * The block's planes are set to the bias (unless acc = 1: accumulate into y), then each input
+ * channel of the group scatters x[i] * w[j] into o = i * s + j * d - pad_begin of every plane of
+ * the block (each loaded x feeds CONV_MB planes). Every output element receives its terms in the
+ * order (ci, id, kd, ih, kh, kw) whatever the blocking and thread count. */
 #define DEFINE_CONVT_REF(NAME, T)                                                                  \
-    static void NAME(const conv_geom *g, const T *x, const T *w, const T *b, T *y) {               \
+    static void NAME(const conv_geom *g, const T *x, const T *w, const T *b, T *y, int acc) {      \
         const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2];                                 \
         const int64_t OD = g->out[0], OH = g->out[1], OW = g->out[2];                              \
         const int64_t KD = g->k[0], KH = g->k[1], KW = g->k[2];                                    \
         const int64_t Cg = g->C / g->G, Mg = g->M / g->G;                                          \
         const int64_t in_sp = ID * IH * IW, out_sp = OD * OH * OW, ksz = KD * KH * KW;             \
-        const int64_t planes = g->N * g->M;                                                        \
-        const int par = planes * in_sp * Cg * ksz >= CONV_PAR_MIN;                                 \
-        _Pragma("omp parallel for schedule(dynamic, 1) if (par)") for (int64_t p = 0; p < planes;  \
-                                                                       p++) {                      \
-            const int64_t n = p / g->M, m = p % g->M, grp = m / Mg, ml = m % Mg;                   \
-            const T bias = b ? b[m] : (T)0;                                                        \
-            T *yp = y + p * out_sp;                                                                \
-            for (int64_t o = 0; o < out_sp; o++) yp[o] = bias;                                     \
+        const int64_t nblk = (Mg + CONV_MB - 1) / CONV_MB; /* channel blocks per group */          \
+        const int64_t tasks = g->N * g->G * nblk;                                                  \
+        const int par = g->N * g->M * in_sp * Cg * ksz >= CONV_PAR_MIN;                            \
+        _Pragma("omp parallel for schedule(dynamic, 1) if (par)") for (int64_t t = 0; t < tasks;   \
+                                                                       t++) {                      \
+            const int64_t n = t / (g->G * nblk), grp = (t / nblk) % g->G, blk = t % nblk;          \
+            const int64_t ml0 = blk * CONV_MB, m0 = grp * Mg + ml0;                                \
+            const int64_t nm = Mg - ml0 < CONV_MB ? Mg - ml0 : CONV_MB;                            \
+            T *yp[CONV_MB];                                                                        \
+            for (int64_t j = 0; j < nm; j++) {                                                     \
+                yp[j] = y + (n * g->M + m0 + j) * out_sp;                                          \
+                const T bias = b ? b[m0 + j] : (T)0;                                               \
+                if (!acc)                                                                          \
+                    for (int64_t o = 0; o < out_sp; o++) yp[j][o] = bias;                          \
+            }                                                                                      \
             for (int64_t ci = 0; ci < Cg; ci++) {                                                  \
                 const int64_t cg = grp * Cg + ci; /* input channel = row of W */                   \
                 const T *xc = x + (n * g->C + cg) * in_sp;                                         \
-                const T *wc = w + (cg * Mg + ml) * ksz;                                            \
+                const T *wc = w + (cg * Mg + ml0) * ksz; /* w[cg, ml0 + j] at wc + j * ksz */      \
                 for (int64_t id = 0; id < ID; id++)                                                \
                     for (int64_t kd = 0; kd < KD; kd++) {                                          \
                         int64_t od = id * g->s[0] + kd * g->d[0] - g->pb[0];                       \
@@ -417,7 +436,7 @@ static int64_t convt_macs(const stx_op_ctx *c) {
                                 int64_t oh = ih * g->s[1] + kh * g->d[1] - g->pb[1];               \
                                 if (oh < 0 || oh >= OH) continue;                                  \
                                 const T *xr = xc + (id * IH + ih) * IW;                            \
-                                T *yr = yp + (od * OH + oh) * OW;                                  \
+                                const int64_t yo = (od * OH + oh) * OW;                            \
                                 const T *wr = wc + (kd * KH + kh) * KW;                            \
                                 for (int64_t kw = 0; kw < KW; kw++) {                              \
                                     /* ow = iw * sw + shift must lie in [0, OW) */                 \
@@ -426,9 +445,28 @@ static int64_t convt_macs(const stx_op_ctx *c) {
                                     int64_t hi = div_floor(OW - 1 - shift, sw) + 1;                \
                                     if (lo < 0) lo = 0;                                            \
                                     if (hi > IW) hi = IW;                                          \
-                                    const T wv = wr[kw];                                           \
-                                    for (int64_t iw = lo; iw < hi; iw++)                           \
-                                        yr[iw * sw + shift] += wv * xr[iw];                        \
+                                    if (nm == CONV_MB) {                                           \
+                                        const T w0 = wr[kw], w1 = wr[ksz + kw];                    \
+                                        const T w2 = wr[2 * ksz + kw], w3 = wr[3 * ksz + kw];      \
+                                        T *restrict y0 = yp[0] + yo;                               \
+                                        T *restrict y1 = yp[1] + yo;                               \
+                                        T *restrict y2 = yp[2] + yo;                               \
+                                        T *restrict y3 = yp[3] + yo;                               \
+                                        for (int64_t iw = lo; iw < hi; iw++) {                     \
+                                            const T xv = xr[iw];                                   \
+                                            y0[iw * sw + shift] += w0 * xv;                        \
+                                            y1[iw * sw + shift] += w1 * xv;                        \
+                                            y2[iw * sw + shift] += w2 * xv;                        \
+                                            y3[iw * sw + shift] += w3 * xv;                        \
+                                        }                                                          \
+                                    } else {                                                       \
+                                        for (int64_t j = 0; j < nm; j++) {                         \
+                                            const T wv = wr[j * ksz + kw];                         \
+                                            T *restrict yj = yp[j] + yo;                           \
+                                            for (int64_t iw = lo; iw < hi; iw++)                   \
+                                                yj[iw * sw + shift] += wv * xr[iw];                \
+                                        }                                                          \
+                                    }                                                              \
                                 }                                                                  \
                             }                                                                      \
                     }                                                                              \
@@ -451,22 +489,176 @@ static stx_status conv_forward_ref(stx_op_ctx *c, int transpose) {
     if (X->dtype == STX_DTYPE_FLOAT) {
         const float *b = B ? (const float *)B->data : NULL;
         if (transpose)
-            convt_ref_f32(&g, X->data, W->data, b, Y->data);
+            convt_ref_f32(&g, X->data, W->data, b, Y->data, 0);
         else
-            conv_ref_f32(&g, X->data, W->data, b, Y->data);
+            conv_ref_f32(&g, X->data, W->data, b, Y->data, 0);
     } else {
         const double *b = B ? (const double *)B->data : NULL;
         if (transpose)
-            convt_ref_f64(&g, X->data, W->data, b, Y->data);
+            convt_ref_f64(&g, X->data, W->data, b, Y->data, 0);
         else
-            conv_ref_f64(&g, X->data, W->data, b, Y->data);
+            conv_ref_f64(&g, X->data, W->data, b, Y->data, 0);
     }
     return STX_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Backward, reference kernels
+ *
+ * Conv  y[n, m, o] = b[m] + sum_{c in group(m), k} w[m, c', k] x[n, c, o*s - pb + k*d]  (c' = c
+ * within its group) is linear in each of x, w and b, so its vector-Jacobian products are
+ *   d x[n, c, i]  += sum_{m in group(c), o, k with i = o*s - pb + k*d} w[m, c', k] d y[n, m, o]
+ *                    = ConvTranspose of d y with the same W, strides, dilations, begin pads and
+ *                    groups (W [M, C/G, k] read as ConvTranspose weights [in M, out/G C/G, k]);
+ *   d w[m, c', k] += sum_{n, o} d y[n, m, o] x[n, c, o*s - pb + k*d];
+ *   d b[m]        += sum_{n, o} d y[n, m, o].
+ * ConvTranspose  y[n, m, i*s - pb + k*d] += w[c, m', k] x[n, c, i]  is the adjoint of a Conv
+ * from y's shape to x's, so
+ *   d x[n, c, i]  += sum_{m in group(c), k} w[c, m', k] d y[n, m, i*s - pb + k*d]
+ *                    = Conv of d y with W (W [C, M/G, k] read as Conv weights [out C, in/G, k]);
+ *   d w[c, m', k] += sum_{n, i} x[n, c, i] d y[n, m, i*s - pb + k*d];
+ *   d b[m]        += sum_{n, o} d y[n, m, o].
+ * Both weight gradients are one correlation over a Conv-shaped geometry in which `a` is read at
+ * o*s - pb + k*d while `b` runs over o: (a, b) = (x, d y) with the Conv geometry, and (d y, x)
+ * with the ConvTranspose geometry swapped (geom_swap). Weight gradients are only computed when
+ * the engine asks for them (weights that are graph values, never initialisers).
+ */
+
+/* The geometry of the adjoint op: input and output (spatial sizes and channel counts) swapped,
+ * kernel, strides, dilations, begin pads and groups unchanged. */
+static conv_geom geom_swap(const conv_geom *g) {
+    conv_geom v = *g;
+    v.transpose = !g->transpose;
+    v.C = g->M;
+    v.M = g->C;
+    for (int i = 0; i < 3; i++) {
+        v.in[i] = g->out[i];
+        v.out[i] = g->in[i];
+    }
+    v.has_bias = 0;
+    return v;
+}
+
+/* d w[m, c', k] += sum_{n, o} b[n, m, o] a[n, grp(m) * C/G + c', o*s - pb + k*d] over the Conv
+ * geometry g (a: g->in, g->C channels; b: g->out, g->M channels). One task per (m, c') pair:
+ * tasks own disjoint weight rows, each tap is a fixed-order sum (deterministic). */
+#define DEFINE_CONV_DW(NAME, T)                                                                    \
+    static void NAME(const conv_geom *g, const T *a, const T *b, T *dw) {                          \
+        const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2];                                 \
+        const int64_t OD = g->out[0], OH = g->out[1], OW = g->out[2];                              \
+        const int64_t KD = g->k[0], KH = g->k[1], KW = g->k[2];                                    \
+        const int64_t Cg = g->C / g->G, Mg = g->M / g->G;                                          \
+        const int64_t in_sp = ID * IH * IW, out_sp = OD * OH * OW, ksz = KD * KH * KW;             \
+        const int64_t tasks = g->M * Cg, sw = g->s[2];                                             \
+        const int par = g->N * tasks * out_sp * ksz >= CONV_PAR_MIN;                               \
+        _Pragma("omp parallel for schedule(dynamic, 1) if (par)") for (int64_t t = 0; t < tasks;   \
+                                                                       t++) {                      \
+            const int64_t m = t / Cg, cl = t % Cg, grp = m / Mg;                                   \
+            T *dwp = dw + t * ksz; /* w[m, cl, ...]: row t of the [M * C/G, ksz] matrix */         \
+            for (int64_t kd = 0; kd < KD; kd++)                                                    \
+                for (int64_t kh = 0; kh < KH; kh++)                                                \
+                    for (int64_t kw = 0; kw < KW; kw++) {                                          \
+                        const int64_t shift = kw * g->d[2] - g->pb[2];                             \
+                        int64_t lo = div_ceil(-shift, sw);                                         \
+                        int64_t hi = div_floor(IW - 1 - shift, sw) + 1;                            \
+                        if (lo < 0) lo = 0;                                                        \
+                        if (hi > OW) hi = OW;                                                      \
+                        T acc = 0;                                                                 \
+                        for (int64_t n = 0; n < g->N; n++) {                                       \
+                            const T *ac = a + (n * g->C + grp * Cg + cl) * in_sp;                  \
+                            const T *bc = b + (n * g->M + m) * out_sp;                             \
+                            for (int64_t od = 0; od < OD; od++) {                                  \
+                                int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];               \
+                                if (id < 0 || id >= ID) continue;                                  \
+                                for (int64_t oh = 0; oh < OH; oh++) {                              \
+                                    int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];           \
+                                    if (ih < 0 || ih >= IH) continue;                              \
+                                    const T *ar = ac + (id * IH + ih) * IW;                        \
+                                    const T *br = bc + (od * OH + oh) * OW;                        \
+                                    for (int64_t ow = lo; ow < hi; ow++)                           \
+                                        acc += br[ow] * ar[ow * sw + shift];                       \
+                                }                                                                  \
+                            }                                                                      \
+                        }                                                                          \
+                        dwp[(kd * KH + kh) * KW + kw] += acc;                                      \
+                    }                                                                              \
+        }                                                                                          \
+    }
+
+/* d b[m] += sum over batch and positions of d y[n, m, ...]. */
+#define DEFINE_CONV_DB(NAME, T)                                                                    \
+    static void NAME(int64_t N, int64_t M, int64_t sp, const T *dy, T *db) {                       \
+        const int par = N * M * sp >= CONV_PAR_MIN;                                                \
+        _Pragma("omp parallel for schedule(static) if (par)") for (int64_t m = 0; m < M; m++) {    \
+            T acc = 0;                                                                             \
+            for (int64_t n = 0; n < N; n++) {                                                      \
+                const T *p = dy + (n * M + m) * sp;                                                \
+                for (int64_t i = 0; i < sp; i++) acc += p[i];                                      \
+            }                                                                                      \
+            db[m] += acc;                                                                          \
+        }                                                                                          \
+    }
+
+DEFINE_CONV_DW(conv_dw_f32, float)
+DEFINE_CONV_DW(conv_dw_f64, double)
+DEFINE_CONV_DB(conv_db_f32, float)
+DEFINE_CONV_DB(conv_db_f64, double)
+
+/* d x through the reference kernels (accumulating): see the block comment above. */
+static void conv_dx_ref(const conv_geom *g, const stx_tensor *dY, const stx_tensor *W,
+                        stx_tensor *dX) {
+    conv_geom v = geom_swap(g);
+    bool dbl = dY->dtype == STX_DTYPE_DOUBLE;
+    if (!g->transpose) {
+        if (dbl)
+            convt_ref_f64(&v, dY->data, W->data, NULL, dX->data, 1);
+        else
+            convt_ref_f32(&v, dY->data, W->data, NULL, dX->data, 1);
+    } else {
+        if (dbl)
+            conv_ref_f64(&v, dY->data, W->data, NULL, dX->data, 1);
+        else
+            conv_ref_f32(&v, dY->data, W->data, NULL, dX->data, 1);
+    }
+}
+
+static void conv_dw_ref(const conv_geom *g, const stx_tensor *X, const stx_tensor *dY,
+                        stx_tensor *dW) {
+    bool dbl = dY->dtype == STX_DTYPE_DOUBLE;
+    if (!g->transpose) {
+        if (dbl)
+            conv_dw_f64(g, X->data, dY->data, dW->data);
+        else
+            conv_dw_f32(g, X->data, dY->data, dW->data);
+    } else {
+        conv_geom v = geom_swap(g);
+        if (dbl)
+            conv_dw_f64(&v, dY->data, X->data, dW->data);
+        else
+            conv_dw_f32(&v, dY->data, X->data, dW->data);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
  * oneDNN path (float32, constant weights)
  */
+
+/* Backward-data primitive (built when the session runs backward through the node): d x from
+ * d y with the constant weights reordered once into the layout the primitive wants. d y is
+ * reordered into the primitive's diff_dst layout (or read in place when it is plain), diff_src
+ * is written to a buffer and accumulated into d x by a reorder with a sum post-op. The staging
+ * buffers of the forward pass are borrowed when large enough: a node's forward and backward
+ * never run at the same time. */
+typedef struct conv_bwd {
+    dnnl_primitive_t prim;
+    dnnl_memory_t m_wei, m_ddst, m_dsrc, m_scratch;
+    stx_dnnl_reorder re_ddst; /* d y -> diff_dst layout; .prim NULL: d y used in place */
+    stx_dnnl_reorder re_acc;  /* diff_src layout -> d x, accumulating */
+    void *ddst, *dsrc;        /* staging buffers (owned or borrowed) */
+    void *own_wei, *own_ddst, *own_dsrc, *own_scratch; /* what this struct allocated */
+    char impl[64];
+} conv_bwd;
+
 typedef struct conv_state {
     stx_context *ctx;
     dnnl_stream_t stream;
@@ -474,13 +666,30 @@ typedef struct conv_state {
     dnnl_memory_t m_src, m_wei, m_bias, m_dst, m_scratch;
     stx_dnnl_reorder re_src, re_dst; /* .prim NULL when the user layout is used directly */
     void *buf_src, *buf_dst, *buf_wei, *buf_scratch;
+    size_t sz_src, sz_dst, sz_scratch; /* sizes of the forward staging buffers (0: none) */
     int has_bias;
     char impl[64]; /* oneDNN implementation name, for diagnostics */
+    conv_bwd bwd;  /* .prim NULL: the reference kernel computes d x */
 } conv_state;
+
+static void conv_bwd_free(stx_context *ctx, conv_bwd *b) {
+    if (b->prim) dnnl_primitive_destroy(b->prim);
+    dnnl_memory_t mems[] = {b->m_wei, b->m_ddst, b->m_dsrc, b->m_scratch};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    stx__dnnl_reorder_free(&b->re_ddst);
+    stx__dnnl_reorder_free(&b->re_acc);
+    stx__free(ctx, b->own_wei);
+    stx__free(ctx, b->own_ddst);
+    stx__free(ctx, b->own_dsrc);
+    stx__free(ctx, b->own_scratch);
+    memset(b, 0, sizeof *b);
+}
 
 static void conv_release(void *p) {
     conv_state *s = p;
     if (!s) return;
+    conv_bwd_free(s->ctx, &s->bwd);
     if (s->prim) dnnl_primitive_destroy(s->prim);
     dnnl_memory_t mems[] = {s->m_src, s->m_wei, s->m_bias, s->m_dst, s->m_scratch};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
@@ -522,6 +731,137 @@ static dnnl_status_t weights_user_md(dnnl_memory_desc_t *md, const conv_geom *g,
     else
         tag = g->G > 1 ? swap_goi[nsp - 1] : swap_oi[nsp - 1];
     return dnnl_memory_desc_init_by_tag(md, nd, dims, dnnl_f32, tag);
+}
+
+/* A staging buffer of `need` bytes: the forward buffer `have` (of `have_size` bytes) when it is
+ * large enough, else a new zeroed one recorded in *own. NULL when out of memory. */
+static void *borrow_buffer(stx_context *ctx, void *have, size_t have_size, size_t need,
+                           void **own) {
+    if (have && have_size >= need) return have;
+    return *own = dnnl_buffer(ctx, need);
+}
+
+/* Builds s->bwd: the backward-data primitive of the forward convolution (ConvTranspose: of the
+ * deconvolution, i.e. a convolution of d y with W), with a forward_training primitive of the
+ * same geometry as the hint oneDNN needs to match layouts. On failure the caller frees s->bwd. */
+static dnnl_status_t
+conv_bwd_build(conv_state *s, const conv_geom *g, const void *wdata,
+               const dnnl_memory_desc_t *src_any, const dnnl_memory_desc_t *wei_any,
+               const dnnl_memory_desc_t *dst_any, const dnnl_memory_desc_t *src_user,
+               const dnnl_memory_desc_t *dst_user, const dnnl_memory_desc_t *wei_user,
+               const dnnl_memory_desc_t *fwd_wei, const int64_t *strides, const int64_t *dil,
+               const int64_t *pl, const int64_t *pr) {
+    conv_bwd *b = &s->bwd;
+    dnnl_primitive_desc_t hint = NULL, pd = NULL;
+    stx_dnnl_reorder rw = {0};
+    dnnl_status_t st;
+    if (!g->transpose) {
+        dnnl_convolution_desc_t fd, bd;
+        st = dnnl_dilated_convolution_forward_desc_init(&fd, dnnl_forward_training,
+                                                        dnnl_convolution_direct, src_any, wei_any,
+                                                        NULL, dst_any, strides, dil, pl, pr);
+        if (st == dnnl_success) st = stx__dnnl_pd_create(&hint, &fd);
+        if (st == dnnl_success)
+            st = dnnl_dilated_convolution_backward_data_desc_init(
+                &bd, dnnl_convolution_direct, src_any, wei_any, dst_any, strides, dil, pl, pr);
+        if (st == dnnl_success) st = stx__dnnl_pd_create_hint(&pd, &bd, hint);
+    } else {
+        dnnl_deconvolution_desc_t fd, bd;
+        st = dnnl_dilated_deconvolution_forward_desc_init(
+            &fd, dnnl_forward_training, dnnl_deconvolution_direct, src_any, wei_any, NULL, dst_any,
+            strides, dil, pl, pr);
+        if (st == dnnl_success) st = stx__dnnl_pd_create(&hint, &fd);
+        if (st == dnnl_success)
+            st = dnnl_dilated_deconvolution_backward_data_desc_init(
+                &bd, dnnl_deconvolution_direct, src_any, wei_any, dst_any, strides, dil, pl, pr);
+        if (st == dnnl_success) st = stx__dnnl_pd_create_hint(&pd, &bd, hint);
+    }
+    if (st != dnnl_success) goto done;
+    snprintf(b->impl, sizeof b->impl, "%s", stx__dnnl_impl_name(pd));
+    /* oneDNN's generic "ref" loops are many times slower than the reference kernels here */
+    if (strncmp(b->impl, "ref", 3) == 0) {
+        st = dnnl_unimplemented;
+        goto done;
+    }
+    const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *dsrc = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0);
+    const dnnl_memory_desc_t *ddst = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (!w || !dsrc || !ddst || !sp) {
+        st = dnnl_runtime_error;
+        goto done;
+    }
+    /* weights: the forward copy when the layouts agree, else a reorder of W done once here */
+    void *wbuf = s->buf_wei;
+    if (!dnnl_memory_desc_equal(w, fwd_wei)) {
+        if (!(wbuf = b->own_wei = dnnl_buffer(s->ctx, dnnl_memory_desc_get_size(w)))) {
+            st = dnnl_out_of_memory;
+            goto done;
+        }
+        st = stx__dnnl_reorder_init(&rw, wei_user, w);
+        if (st == dnnl_success) st = stx__dnnl_reorder_run(&rw, s->stream, wdata, wbuf);
+        if (st == dnnl_success) st = dnnl_stream_wait(s->stream);
+        if (st != dnnl_success) goto done;
+    }
+    if ((st = stx__dnnl_memory(&b->m_wei, w, wbuf)) != dnnl_success) goto done;
+    if (!dnnl_memory_desc_equal(ddst, dst_user)) {
+        b->ddst = borrow_buffer(s->ctx, s->buf_dst, s->sz_dst, dnnl_memory_desc_get_size(ddst),
+                                &b->own_ddst);
+        if (!b->ddst) {
+            st = dnnl_out_of_memory;
+            goto done;
+        }
+        if ((st = stx__dnnl_reorder_init(&b->re_ddst, dst_user, ddst)) != dnnl_success) goto done;
+    }
+    if ((st = stx__dnnl_memory(&b->m_ddst, ddst, b->ddst)) != dnnl_success) goto done;
+    b->dsrc =
+        borrow_buffer(s->ctx, s->buf_src, s->sz_src, dnnl_memory_desc_get_size(dsrc), &b->own_dsrc);
+    if (!b->dsrc) {
+        st = dnnl_out_of_memory;
+        goto done;
+    }
+    if ((st = stx__dnnl_memory(&b->m_dsrc, dsrc, b->dsrc)) != dnnl_success) goto done;
+    if ((st = stx__dnnl_reorder_init_acc(&b->re_acc, dsrc, src_user)) != dnnl_success) goto done;
+    size_t spsz = dnnl_memory_desc_get_size(sp);
+    if (spsz > 0) {
+        void *sbuf = borrow_buffer(s->ctx, s->buf_scratch, s->sz_scratch, spsz, &b->own_scratch);
+        if (!sbuf) {
+            st = dnnl_out_of_memory;
+            goto done;
+        }
+        if ((st = stx__dnnl_memory(&b->m_scratch, sp, sbuf)) != dnnl_success) goto done;
+    }
+    st = dnnl_primitive_create(&b->prim, pd);
+done:
+    stx__dnnl_reorder_free(&rw);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    return st;
+}
+
+/* d x += conv^T(d y) through the backward-data primitive. */
+static stx_status conv_backward_dnnl(stx_op_ctx *c, conv_state *s, const stx_tensor *dY,
+                                     stx_tensor *dX) {
+    conv_bwd *b = &s->bwd;
+    stx_dnnl_fail f = {dnnl_success, NULL};
+    if (b->re_ddst.prim)
+        STX_DNNL_TRY(&f, "d y reorder",
+                     stx__dnnl_reorder_run(&b->re_ddst, s->stream, dY->data, b->ddst));
+    else
+        STX_DNNL_TRY(&f, "set d y", dnnl_memory_set_data_handle(b->m_ddst, dY->data));
+    dnnl_exec_arg_t args[4];
+    int na = 0;
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_DST, b->m_ddst};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, b->m_wei};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, b->m_dsrc};
+    if (b->m_scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, b->m_scratch};
+    STX_DNNL_TRY(&f, "backward-data execute", dnnl_primitive_execute(b->prim, s->stream, na, args));
+    STX_DNNL_TRY(&f, "d x accumulation",
+                 stx__dnnl_reorder_run(&b->re_acc, s->stream, b->dsrc, dX->data));
+    STX_DNNL_TRY(&f, "stream wait", dnnl_stream_wait(s->stream));
+    return STX_OK;
+dnnl_fail:
+    return stx__dnnl_err(c, f.status, f.what);
 }
 
 static stx_status conv_prepare_common(stx_op_ctx *c, void **state, int transpose) {
@@ -600,18 +940,21 @@ static stx_status conv_prepare_common(stx_op_ctx *c, void **state, int transpose
     /* Input: the primitive's layout, or the user's buffer directly when they coincide. */
     if (!dnnl_memory_desc_equal(src_md, &src_user)) {
         STX_DNNL_TRY(&f, "input reorder", stx__dnnl_reorder_init(&s->re_src, &src_user, src_md));
-        if (!(s->buf_src = dnnl_buffer(s->ctx, dnnl_memory_desc_get_size(src_md)))) goto nomem;
+        s->sz_src = dnnl_memory_desc_get_size(src_md);
+        if (!(s->buf_src = dnnl_buffer(s->ctx, s->sz_src))) goto nomem;
     }
     STX_DNNL_TRY(&f, "memory creation", stx__dnnl_memory(&s->m_src, src_md, s->buf_src));
     if (!dnnl_memory_desc_equal(dst_md, &dst_user)) {
         STX_DNNL_TRY(&f, "output reorder", stx__dnnl_reorder_init(&s->re_dst, dst_md, &dst_user));
-        if (!(s->buf_dst = dnnl_buffer(s->ctx, dnnl_memory_desc_get_size(dst_md)))) goto nomem;
+        s->sz_dst = dnnl_memory_desc_get_size(dst_md);
+        if (!(s->buf_dst = dnnl_buffer(s->ctx, s->sz_dst))) goto nomem;
     }
     STX_DNNL_TRY(&f, "memory creation", stx__dnnl_memory(&s->m_dst, dst_md, s->buf_dst));
     if (B) STX_DNNL_TRY(&f, "memory creation", stx__dnnl_memory(&s->m_bias, &bias_md, NULL));
     size_t sp_size = dnnl_memory_desc_get_size(sp_md);
     if (sp_size > 0) {
         if (!(s->buf_scratch = dnnl_buffer(s->ctx, sp_size))) goto nomem;
+        s->sz_scratch = sp_size;
         STX_DNNL_TRY(&f, "memory creation", stx__dnnl_memory(&s->m_scratch, sp_md, s->buf_scratch));
     }
 
@@ -624,6 +967,19 @@ static stx_status conv_prepare_common(stx_op_ctx *c, void **state, int transpose
     stx__dnnl_reorder_free(&rw);
 
     STX_DNNL_TRY(&f, "primitive creation", dnnl_primitive_create(&s->prim, pd));
+    if (c->need_backward) {
+        dnnl_status_t bs = conv_bwd_build(s, &g, W->data, &src_any, &wei_any, &dst_any, &src_user,
+                                          &dst_user, &wei_user, wei_md, strides, dil, pl, pr);
+        /* oneDNN may refuse the backward geometry: the reference kernel computes d x then. */
+        if (bs != dnnl_success) {
+            conv_bwd_free(s->ctx, &s->bwd);
+            if (bs == dnnl_out_of_memory) {
+                f.status = bs;
+                f.what = "backward-data primitive";
+                goto dnnl_fail;
+            }
+        }
+    }
     dnnl_primitive_desc_destroy(pd);
     *state = s;
     return STX_OK;
@@ -692,8 +1048,58 @@ static stx_status convt_forward(stx_op_ctx *c) {
     return conv_forward_ref(c, 1);
 }
 
+/* Backward of Conv / ConvTranspose: d x through oneDNN (float32, constant weights, geometry
+ * accepted) or the reference kernels; d w and d b (reference only) when asked for. */
+static stx_status conv_backward_common(stx_op_ctx *c, int transpose) {
+    const stx_tensor *dY = c->dout[0];
+    stx_tensor *dX = c->din[0];
+    stx_tensor *dW = c->n_in > 1 ? c->din[1] : NULL, *dB = c->n_in > 2 ? c->din[2] : NULL;
+    if (!dY || (!dX && !dW && !dB)) return STX_OK;
+    conv_geom g;
+    stx_status r = conv_geom_get(c, transpose, &g);
+    if (r != STX_OK) return r;
+    const stx_tensor *X = c->in[0], *W = c->in[1];
+    if (stx__numel(dY->dims, dY->rank) == 0 || stx__numel(X->dims, X->rank) == 0) return STX_OK;
+    if (dY->dtype != X->dtype)
+        return stx__node_err(c, STX_E_INTERNAL, "gradient dtype %s differs from X's %s",
+                             stx_dtype_name(dY->dtype), stx_dtype_name(X->dtype));
+    if (dX) {
+        conv_state *s = c->state;
+        if (s && s->bwd.prim && !stx__ops_force_reference && X->dtype == STX_DTYPE_FLOAT) {
+            r = conv_backward_dnnl(c, s, dY, dX);
+            if (r != STX_OK) return r;
+        } else {
+            if (!W->data)
+                return stx__node_err(c, STX_E_INTERNAL, "weights W hold no data in backward");
+            conv_dx_ref(&g, dY, W, dX);
+        }
+    }
+    if (dW) {
+        if (!X->data) return stx__node_err(c, STX_E_INTERNAL, "input X holds no data in backward");
+        conv_dw_ref(&g, X, dY, dW);
+    }
+    if (dB) {
+        int64_t sp = g.out[0] * g.out[1] * g.out[2];
+        if (dY->dtype == STX_DTYPE_DOUBLE)
+            conv_db_f64(g.N, g.M, sp, dY->data, dB->data);
+        else
+            conv_db_f32(g.N, g.M, sp, dY->data, dB->data);
+    }
+    return STX_OK;
+}
+
+static stx_status conv_backward(stx_op_ctx *c) {
+    return conv_backward_common(c, 0);
+}
+static stx_status convt_backward(stx_op_ctx *c) {
+    return conv_backward_common(c, 1);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Registration
+ *
+ * Backward reads W (for d x) and X (for d w, which the engine asks for only when W is a graph
+ * value rather than an initialiser); B is never read.
  */
 static const stx_op_def op_conv = {.name = "Conv",
                                    .min_in = 2,
@@ -706,7 +1112,9 @@ static const stx_op_def op_conv = {.name = "Conv",
                                    .forward = conv_forward,
                                    .macs = conv_macs,
                                    .prepare = conv_prepare,
-                                   .release = conv_release};
+                                   .release = conv_release,
+                                   .backward = conv_backward,
+                                   .bwd_in = 0x3};
 
 static const stx_op_def op_convt = {.name = "ConvTranspose",
                                     .min_in = 2,
@@ -719,6 +1127,8 @@ static const stx_op_def op_convt = {.name = "ConvTranspose",
                                     .forward = convt_forward,
                                     .macs = convt_macs,
                                     .prepare = convt_prepare,
-                                    .release = conv_release};
+                                    .release = conv_release,
+                                    .backward = convt_backward,
+                                    .bwd_in = 0x3};
 
 const stx_op_def *const stx__ops_conv[] = {&op_conv, &op_convt, NULL};

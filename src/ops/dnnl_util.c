@@ -52,6 +52,11 @@ dnnl_status_t stx__dnnl_md_any(dnnl_memory_desc_t *md, const int64_t *dims, int 
 }
 
 dnnl_status_t stx__dnnl_pd_create(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t op_desc) {
+    return stx__dnnl_pd_create_hint(pd, op_desc, NULL);
+}
+
+dnnl_status_t stx__dnnl_pd_create_hint(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t op_desc,
+                                       const_dnnl_primitive_desc_t hint) {
     *pd = NULL;
     dnnl_engine_t e = stx__dnnl_engine();
     if (!e) return dnnl_runtime_error;
@@ -61,7 +66,7 @@ dnnl_status_t stx__dnnl_pd_create(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_
     /* User scratchpad: the primitive never allocates during execute, and two primitives
      * never share a hidden library buffer. */
     s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, op_desc, attr, e, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, op_desc, attr, e, hint);
     dnnl_primitive_attr_destroy(attr);
     if (s != dnnl_success) *pd = NULL;
     return s;
@@ -83,6 +88,30 @@ dnnl_status_t stx__dnnl_reorder_init(stx_dnnl_reorder *r, const dnnl_memory_desc
     dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, e, to, e, NULL);
     if (s == dnnl_success) s = dnnl_primitive_create(&r->prim, pd);
     if (pd) dnnl_primitive_desc_destroy(pd);
+    if (s == dnnl_success) s = stx__dnnl_memory(&r->from, from, NULL);
+    if (s == dnnl_success) s = stx__dnnl_memory(&r->to, to, NULL);
+    if (s != dnnl_success) stx__dnnl_reorder_free(r);
+    return s;
+}
+
+dnnl_status_t stx__dnnl_reorder_init_acc(stx_dnnl_reorder *r, const dnnl_memory_desc_t *from,
+                                         const dnnl_memory_desc_t *to) {
+    memset(r, 0, sizeof *r);
+    dnnl_engine_t e = stx__dnnl_engine();
+    if (!e) return dnnl_runtime_error;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    /* a sum post-op with scale 1: to = 1 * to + reorder(from) */
+    dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+    if (s == dnnl_success) s = dnnl_post_ops_create(&po);
+    if (s == dnnl_success) s = dnnl_post_ops_append_sum(po, 1.0f);
+    if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&pd, from, e, to, e, attr);
+    if (s == dnnl_success) s = dnnl_primitive_create(&r->prim, pd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
     if (s == dnnl_success) s = stx__dnnl_memory(&r->from, from, NULL);
     if (s == dnnl_success) s = stx__dnnl_memory(&r->to, to, NULL);
     if (s != dnnl_success) stx__dnnl_reorder_free(r);

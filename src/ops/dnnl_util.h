@@ -43,6 +43,10 @@ dnnl_status_t stx__dnnl_md_any(dnnl_memory_desc_t *md, const int64_t *dims, int 
  * query its size with dnnl_query_scratchpad_md and pass it as DNNL_ARG_SCRATCHPAD. */
 dnnl_status_t stx__dnnl_pd_create(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t op_desc);
 
+/* Same with a hint (the forward_training primitive descriptor a backward primitive needs). */
+dnnl_status_t stx__dnnl_pd_create_hint(dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t op_desc,
+                                       const_dnnl_primitive_desc_t hint);
+
 /* A memory object on the shared engine. handle: a buffer, or NULL to attach one later with
  * dnnl_memory_set_data_handle. */
 dnnl_status_t stx__dnnl_memory(dnnl_memory_t *mem, const dnnl_memory_desc_t *md, void *handle);
@@ -56,6 +60,10 @@ typedef struct stx_dnnl_reorder {
 /* Builds the reorder; on failure r is left empty (safe to free). */
 dnnl_status_t stx__dnnl_reorder_init(stx_dnnl_reorder *r, const dnnl_memory_desc_t *from,
                                      const dnnl_memory_desc_t *to);
+/* Builds a reorder that accumulates into its destination (to += reorder(from)), for gradient
+ * buffers; on failure r is left empty (safe to free). */
+dnnl_status_t stx__dnnl_reorder_init_acc(stx_dnnl_reorder *r, const dnnl_memory_desc_t *from,
+                                         const dnnl_memory_desc_t *to);
 /* Executes the reorder on stream s from buffer `from` into buffer `to` (does not wait). */
 dnnl_status_t stx__dnnl_reorder_run(stx_dnnl_reorder *r, dnnl_stream_t s, const void *from,
                                     void *to);

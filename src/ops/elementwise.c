@@ -13,6 +13,10 @@
  * dtype "slots": float32, float64, int64, int32, uint8, int8, bool (stored as one byte, 0/1).
  * Integer arithmetic wraps around (computed in the unsigned type, as numpy does) instead of
  * invoking C's undefined signed overflow; integer division by zero yields 0.
+ *
+ * Reverse mode (float32 and float64): every differentiable op has a vector-Jacobian product run
+ * by bw_run, the engine's twin that also sums gradients over broadcast axes (see "Reverse mode"
+ * below, which also lists the conventions at non-differentiable points).
  */
 #include "ops.h"
 
@@ -99,8 +103,9 @@ typedef struct ew_args {
     double alpha, beta, gamma;
     double flo, fhi;    /* Clip bounds for floating types */
     int64_t ilo, ihi;   /* Clip bounds for integer types */
-    int mode;           /* op-specific switch (Gelu approximation) */
+    int mode;           /* op-specific switch (Gelu approximation; which gradient a VJP computes) */
     int slot_a, slot_b; /* input slots for mixed-type Pow */
+    int k, n;           /* backward of variadic Max/Min: the input differentiated, input count */
 } ew_args;
 
 /* Processes n output elements; in[i] advances by s[i] (0 or 1) elements per output element. */
@@ -191,6 +196,7 @@ static void ew_run(stx_tensor *const *ins, int nin, stx_tensor *out, ew_kernel k
 #define M_FLOOR(x) _Generic((x), float : floorf, default : floor)(x)
 #define M_CEIL(x) _Generic((x), float : ceilf, default : ceil)(x)
 #define M_FABS(x) _Generic((x), float : fabsf, default : fabs)(x)
+#define M_POW(x, y) _Generic((x), float : powf, default : pow)(x, y)
 
 /* Helpers with temporaries, instantiated for float and double. */
 #define EW_FLOAT_HELPERS(T, sfx)                                                                   \
@@ -217,6 +223,19 @@ static void ew_run(stx_tensor *const *ins, int nin, stx_tensor *out, ew_kernel k
     }                                                                                              \
     static inline T min1_##sfx(T v) {                                                              \
         return v > 1 ? (T)1 : v;                                                                   \
+    }                                                                                              \
+    /* d Gelu / dx. Exact: Phi(x) + x phi(x) with Phi(x) = (1 + erf(x/sqrt2))/2 and                \
+     * phi(x) = exp(-x^2/2)/sqrt(2 pi). tanh: with u = k(x + c x^3), t = tanh(u):                  \
+     * (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 c x^2). */                                               \
+    static inline T gelu_grad_##sfx(T x, int tanh_approx) {                                        \
+        if (tanh_approx) {                                                                         \
+            const T k = (T)0.7978845608028654, c = (T)0.044715;                                    \
+            const T t = M_TANH(k * (x + c * x * x * x));                                           \
+            return (T)0.5 * ((T)1 + t) +                                                           \
+                   (T)0.5 * x * ((T)1 - t * t) * k * ((T)1 + (T)3 * c * x * x);                    \
+        }                                                                                          \
+        return (T)0.5 * ((T)1 + M_ERF(x * (T)0.7071067811865476)) +                                \
+               x * M_EXP((T)-0.5 * x * x) * (T)0.3989422804014327;                                 \
     }
 EW_FLOAT_HELPERS(float, f32)
 EW_FLOAT_HELPERS(double, f64)
@@ -225,6 +244,7 @@ EW_FLOAT_HELPERS(double, f64)
 #define GELU(x, m) _Generic((x), float : gelu_f32, default : gelu_f64)(x, m)
 #define MAX0(x) _Generic((x), float : max0_f32, default : max0_f64)(x)
 #define MIN1(x) _Generic((x), float : min1_f32, default : min1_f64)(x)
+#define GELU_GRAD(x, m) _Generic((x), float : gelu_grad_f32, default : gelu_grad_f64)(x, m)
 
 /* Saturating float -> integer conversion (C leaves out-of-range and NaN undefined). */
 #define EW_SAT(name, T, LO, HI)                                                                    \
@@ -877,6 +897,630 @@ static stx_status variadic_forward(stx_op_ctx *c, const ew_op *op) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Reverse mode.
+ *
+ * Every VJP here has the form din_k += R_k(g(dy, forward values)) with g elementwise over the
+ * output and R_k the sum over the axes along which input k was broadcast (numpy broadcasting:
+ * missing leading axes and size-1 axes). bw_run is the broadcasting engine's twin for this: it
+ * takes the output's index space and the operands' strides as ew_run does, plus the target
+ * (the gradient of input k) with stride 0 on its broadcast axes. After dropping size-1 axes and
+ * merging axes contiguous in every operand and in the target, the outer axes split into "kept"
+ * ones (the target advances) and "reduced" ones (it does not), and the innermost run either
+ * advances the target (kernels do G[i] += g_i) or not (kernels do G[0] += sum g_i).
+ *
+ * Determinism: work items own disjoint target elements (kept outer index x chunk of the inner
+ * run) and sum their reduced runs in a fixed order, so the result does not depend on how items
+ * are scheduled. When there are fewer owners than threads for a big reduction (a bias-like
+ * gradient: a scalar, a [C] vector), the reduced runs are split into P parts (P a function of
+ * the thread count) summed into private zeroed buffers, then added in part order.
+ *
+ * Kernels come in float32/float64 pairs indexed by slot (S_F32 = 0, S_F64 = 1).
+ */
+
+/* Accumulates g over n output elements into G: sg == 1: G[i] += g_i, sg == 0: G[0] += sum g_i.
+ * Operand j advances by s[j] (0 or 1) elements per output element; operand 0 is dy. */
+typedef void (*bw_kernel)(const void *const *op, const int *s, void *G, int sg, int64_t n,
+                          const ew_args *p);
+
+#define BW_MAXOP 66   /* dy, up to 64 inputs (variadic Max/Min), one spare */
+#define BW_PBUF 16384 /* bytes of per-part partial sums (on the stack) */
+
+/* Strides of t along each of the r output axes, 0 where t is broadcast. */
+static void bw_strides(const stx_tensor *t, int r, int64_t *own) {
+    const bool scalar = stx__numel(t->dims, t->rank) == 1; /* also a [1] against a scalar */
+    int64_t st = 1;
+    for (int d = r - 1; d >= 0; d--) {
+        int id = d - (r - t->rank);
+        own[d] = (scalar || id < 0 || t->dims[id] == 1) ? 0 : st;
+        if (id >= 0 && !scalar) st *= t->dims[id];
+    }
+}
+
+/* gt += R(k(ops)) over the index space of ref (the output); ops[0] is dy. */
+static void bw_run(const stx_tensor *const *ops, int nops, const stx_tensor *ref, stx_tensor *gt,
+                   bw_kernel k, const ew_args *p) {
+    const int r = ref->rank, nt = nops + 1; /* operands, then the target at index nops */
+    const int64_t total = stx__numel(ref->dims, r);
+    if (total <= 0) return;
+    int64_t own[BW_MAXOP + 1][STX_MAX_RANK], str[BW_MAXOP + 1][STX_MAX_RANK];
+    size_t esz[BW_MAXOP + 1];
+    for (int i = 0; i < nt; i++) {
+        const stx_tensor *t = i < nops ? ops[i] : gt;
+        bw_strides(t, r, own[i]);
+        esz[i] = stx_dtype_size(t->dtype);
+    }
+    int64_t dims[STX_MAX_RANK];
+    int nd = 0;
+    for (int d = 0; d < r; d++) {
+        if (ref->dims[d] == 1) continue;
+        bool merge = nd > 0;
+        for (int i = 0; i < nt && merge; i++)
+            if (str[i][nd - 1] != own[i][d] * ref->dims[d]) merge = false;
+        if (merge) {
+            dims[nd - 1] *= ref->dims[d];
+            for (int i = 0; i < nt; i++) str[i][nd - 1] = own[i][d];
+        } else {
+            dims[nd] = ref->dims[d];
+            for (int i = 0; i < nt; i++) str[i][nd] = own[i][d];
+            nd++;
+        }
+    }
+    if (nd == 0) { /* a single element: every operand "advances" over a run of one */
+        dims[0] = 1;
+        for (int i = 0; i < nt; i++) str[i][0] = 1;
+        nd = 1;
+    }
+    int s[BW_MAXOP];
+    for (int i = 0; i < nops; i++) s[i] = str[i][nd - 1] != 0;
+    const int sg = str[nops][nd - 1] != 0;
+    const int64_t inner = dims[nd - 1];
+    int ko[STX_MAX_RANK], ro[STX_MAX_RANK], nko = 0, nro = 0;
+    int64_t nK = 1, nR = 1;
+    for (int d = 0; d < nd - 1; d++) {
+        if (str[nops][d]) {
+            ko[nko++] = d;
+            nK *= dims[d];
+        } else {
+            ro[nro++] = d;
+            nR *= dims[d];
+        }
+    }
+    const int64_t nth = stx__threads();
+    const bool par = total >= EW_PAR_MIN && nth > 1;
+    /* chunk of the inner run; shorter when the target's kept elements are too few to share */
+    int64_t cl = EW_CHUNK;
+    if (sg && par && nK * ((inner + cl - 1) / cl) < nth) {
+        int64_t want = (nth + nK - 1) / nK;
+        cl = ((inner + want - 1) / want + 15) / 16 * 16;
+        if (cl < 64) cl = 64;
+    }
+    const int64_t nch = (inner + cl - 1) / cl;
+    const int64_t kept = sg ? nK * nch : nK;  /* owners of disjoint target elements */
+    const int64_t units = sg ? nR : nR * nch; /* runs each owner sums, in this order */
+    const int64_t gn = stx__numel(gt->dims, gt->rank);
+    const size_t gsz = esz[nops];
+    _Alignas(64) unsigned char pbuf[BW_PBUF];
+    int64_t P = 1;
+    if (par && kept < nth && units >= 2) {
+        P = (nth + kept - 1) / kept;
+        if (P > units) P = units;
+        const int64_t cap = BW_PBUF / (gn * (int64_t)gsz);
+        if (P > cap) P = cap;
+        if (P < 2)
+            P = 1;
+        else
+            memset(pbuf, 0, (size_t)(P * gn) * gsz);
+    }
+    const int64_t items = kept * P;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t kid = it / P, part = it % P;
+        int64_t kk = sg ? kid / nch : kid;
+        const int64_t ch = sg ? kid % nch : 0;
+        int64_t base[BW_MAXOP + 1], off[BW_MAXOP + 1];
+        for (int i = 0; i < nt; i++) base[i] = 0;
+        for (int j = nko - 1; j >= 0; j--) {
+            const int d = ko[j];
+            const int64_t q = kk % dims[d];
+            kk /= dims[d];
+            for (int i = 0; i < nt; i++) base[i] += q * str[i][d];
+        }
+        char *G = P > 1 ? (char *)pbuf + (size_t)(part * gn) * gsz : (char *)gt->data;
+        const void *ptr[BW_MAXOP];
+        const int64_t u0 = units * part / P, u1 = units * (part + 1) / P;
+        for (int64_t u = u0; u < u1; u++) {
+            int64_t rr = sg ? u : u / nch;
+            const int64_t c0 = (sg ? ch : u % nch) * cl;
+            const int64_t len = inner - c0 < cl ? inner - c0 : cl;
+            for (int i = 0; i < nops; i++) off[i] = base[i];
+            for (int j = nro - 1; j >= 0; j--) { /* the target does not move along these */
+                const int d = ro[j];
+                const int64_t q = rr % dims[d];
+                rr /= dims[d];
+                for (int i = 0; i < nops; i++) off[i] += q * str[i][d];
+            }
+            for (int i = 0; i < nops; i++)
+                ptr[i] = (const char *)ops[i]->data + (size_t)(off[i] + c0 * s[i]) * esz[i];
+            k(ptr, s, G + (size_t)(base[nops] + c0 * sg) * gsz, sg, len, p);
+        }
+    }
+    if (P > 1) { /* parts in a fixed order */
+        if (gt->dtype == STX_DTYPE_FLOAT) {
+            float *g = gt->data;
+            const float *b = (const float *)(void *)pbuf;
+            for (int64_t j = 0; j < gn; j++)
+                for (int64_t q = 0; q < P; q++) g[j] += b[q * gn + j];
+        } else {
+            double *g = gt->data;
+            const double *b = (const double *)(void *)pbuf;
+            for (int64_t j = 0; j < gn; j++)
+                for (int64_t q = 0; q < P; q++) g[j] += b[q * gn + j];
+        }
+    }
+}
+
+/* The loop of every backward kernel: the statements (variadic) define `const T v_`, the
+ * contribution of element i_, added to G_[i_] (sg_) or summed into G_[0] (!sg_). */
+#define BW_EMIT(T, ...)                                                                            \
+    do {                                                                                           \
+        if (sg_) {                                                                                 \
+            _Pragma("omp simd") for (int64_t i_ = 0; i_ < n_; i_++) {                              \
+                __VA_ARGS__                                                                        \
+                G_[i_] += v_;                                                                      \
+            }                                                                                      \
+        } else {                                                                                   \
+            T acc_ = 0;                                                                            \
+            _Pragma("omp simd reduction(+ : acc_)") for (int64_t i_ = 0; i_ < n_; i_++) {          \
+                __VA_ARGS__                                                                        \
+                acc_ += v_;                                                                        \
+            }                                                                                      \
+            G_[0] += acc_;                                                                         \
+        }                                                                                          \
+    } while (0)
+
+#define BW_PROLOGUE(T)                                                                             \
+    T *G_ = G_v;                                                                                   \
+    const T alpha = (T)p_->alpha, beta = (T)p_->beta, gamma = (T)p_->gamma;                        \
+    const int mode = p_->mode;                                                                     \
+    (void)s_, (void)alpha, (void)beta, (void)gamma, (void)mode
+
+/* g = expr(dy) (linear ops: Add, Sub, Neg, Sum, Mean, Identity, Cast). TD: dy's type. */
+#define BW_LINEAR(fname, TD, TG, expr)                                                             \
+    static void fname(const void *const *op_, const int *s_, void *G_v, int sg_, int64_t n_,       \
+                      const ew_args *p_) {                                                         \
+        const TD *D_ = op_[0];                                                                     \
+        BW_PROLOGUE(TG);                                                                           \
+        BW_EMIT(TG, const TD dy = D_[i_]; const TG v_ = (TG)(expr););                              \
+    }
+
+/* g = expr(dy, VAR) where VAR (x or y) has the output's shape, like dy (both advance by one). */
+#define BW_UNARY(fname, T, VAR, expr)                                                              \
+    static void fname(const void *const *op_, const int *s_, void *G_v, int sg_, int64_t n_,       \
+                      const ew_args *p_) {                                                         \
+        const T *D_ = op_[0], *V_ = op_[1];                                                        \
+        BW_PROLOGUE(T);                                                                            \
+        BW_EMIT(T, const T dy = D_[i_]; const T VAR = V_[i_]; const T v_ = (expr););               \
+    }
+
+/* g = expr(dy, a, b) with broadcast a and b: one loop per stride pattern (each vectorises). */
+#define BW_BIN_CASE(T, SA, SB, expr)                                                               \
+    BW_EMIT(T, const T dy = D_[i_]; const T a = A_[i_ * SA]; const T b = B_[i_ * SB];              \
+            (void)a, (void)b; const T v_ = (expr);)
+#define BW_BINARY(fname, T, expr)                                                                  \
+    static void fname(const void *const *op_, const int *s_, void *G_v, int sg_, int64_t n_,       \
+                      const ew_args *p_) {                                                         \
+        const T *D_ = op_[0], *A_ = op_[1], *B_ = op_[2];                                          \
+        BW_PROLOGUE(T);                                                                            \
+        if (s_[1] && s_[2])                                                                        \
+            BW_BIN_CASE(T, 1, 1, expr);                                                            \
+        else if (s_[1])                                                                            \
+            BW_BIN_CASE(T, 1, 0, expr);                                                            \
+        else if (s_[2])                                                                            \
+            BW_BIN_CASE(T, 0, 1, expr);                                                            \
+        else                                                                                       \
+            BW_BIN_CASE(T, 0, 0, expr);                                                            \
+    }
+
+/* Kernels. Conventions at non-differentiable points follow PyTorch:
+ *   Relu'(0) = 0 (gradient where y > 0), LeakyRelu/PRelu/Elu/Selu at 0 take the negative
+ *   branch's slope, Abs'(0) = sign(0) = 0, Clip passes the gradient at its bounds (lo <= x <= hi)
+ *   and a bound tensor receives it where x lies beyond it (the lower one only while lo < hi),
+ *   HardSigmoid zero at the kinks (exclusive), HardSwish: 0 for x < -3, x/3 + 1/2 for
+ *   -3 <= x <= 3, 1 above, Max/Min ties split the gradient evenly among the inputs attaining
+ *   the extremum (torch.maximum's 1/2 and 1/2 for two). */
+#define BW_FLOAT_KERNELS(sfx, T)                                                                   \
+    BW_LINEAR(scale_b_##sfx, T, T, alpha *dy)                                                      \
+    /* Relu: dx = dy [y > 0] */                                                                    \
+    BW_UNARY(relu_b_##sfx, T, y, y > 0 ? dy : (T)0)                                                \
+    /* LeakyRelu: dx = dy (x > 0 ? 1 : alpha) */                                                   \
+    BW_UNARY(leaky_b_##sfx, T, x, x > 0 ? dy : alpha * dy)                                         \
+    /* Sigmoid: dx = dy y (1 - y) */                                                               \
+    BW_UNARY(sigmoid_b_##sfx, T, y, dy *y *((T)1 - y))                                             \
+    /* Tanh: dx = dy (1 - y^2) */                                                                  \
+    BW_UNARY(tanh_b_##sfx, T, y, dy *((T)1 - y * y))                                               \
+    /* Erf: dx = dy 2/sqrt(pi) exp(-x^2) */                                                        \
+    BW_UNARY(erf_b_##sfx, T, x, dy *(T)1.1283791670955126 * M_EXP(-x * x))                         \
+    /* Gelu: dx = dy Gelu'(x) */                                                                   \
+    BW_UNARY(gelu_b_##sfx, T, x, dy *GELU_GRAD(x, mode))                                           \
+    /* Softplus: dx = dy sigmoid(x) = dy (1 - e^-y), as -expm1(-y) (y = log(1 + e^x)) */           \
+    BW_UNARY(softplus_b_##sfx, T, y, -dy *M_EXPM1(-y))                                             \
+    /* Sqrt: dx = dy / (2 y) */                                                                    \
+    BW_UNARY(sqrt_b_##sfx, T, y, dy / ((T)2 * y))                                                  \
+    /* Exp: dx = dy y */                                                                           \
+    BW_UNARY(exp_b_##sfx, T, y, dy *y)                                                             \
+    /* Log: dx = dy / x */                                                                         \
+    BW_UNARY(log_b_##sfx, T, x, dy / x)                                                            \
+    /* Reciprocal: y = 1/x, dx = -dy / x^2 = -dy y^2 */                                            \
+    BW_UNARY(recip_b_##sfx, T, y, -dy *y *y)                                                       \
+    /* Abs: dx = dy sign(x) */                                                                     \
+    BW_UNARY(abs_b_##sfx, T, x, x > 0 ? dy : (x < 0 ? -dy : (T)0))                                 \
+    /* Elu: dx = dy (x > 0 ? 1 : alpha e^x) */                                                     \
+    BW_UNARY(elu_b_##sfx, T, x, x > 0 ? dy : dy * alpha * M_EXP(x))                                \
+    /* Selu: dx = dy gamma (x > 0 ? 1 : alpha e^x) */                                              \
+    BW_UNARY(selu_b_##sfx, T, x, x > 0 ? gamma * dy : dy * gamma * alpha * M_EXP(x))               \
+    /* Celu: dx = dy (x > 0 ? 1 : e^(x/alpha)) (continuous at 0) */                                \
+    BW_UNARY(celu_b_##sfx, T, x, x > 0 ? dy : dy * M_EXP(x / alpha))                               \
+    /* HardSigmoid: y = clamp(alpha x + beta, 0, 1): dx = dy alpha where 0 < y < 1 */              \
+    BW_UNARY(hsig_b_##sfx, T, y, (y > 0 && y < (T)1) ? alpha *dy : (T)0)                           \
+    /* HardSwish: y = x clamp(x/6 + 1/2, 0, 1): dx = dy (0 | x/3 + 1/2 | 1) */                     \
+    BW_UNARY(hswish_b_##sfx, T, x, x < (T)-3 ? (T)0 : (x <= (T)3 ? dy * (x / (T)3 + (T)0.5) : dy)) \
+    /* Softsign: y = x / (1 + |x|), dx = dy / (1 + |x|)^2 */                                       \
+    BW_UNARY(softsign_b_##sfx, T, x, dy / (((T)1 + M_FABS(x)) * ((T)1 + M_FABS(x))))               \
+    /* Clip (alpha = lo, beta = hi): x gets dy where lo <= x <= hi, lo where x < lo < hi, hi       \
+     * where x > hi or hi < lo (then the output is hi everywhere) */                               \
+    BW_UNARY(clip_bx_##sfx, T, x, (x >= alpha && x <= beta) ? dy : (T)0)                           \
+    BW_UNARY(clip_blo_##sfx, T, x, (x < alpha && alpha < beta) ? dy : (T)0)                        \
+    BW_UNARY(clip_bhi_##sfx, T, x, (x > beta || beta < alpha) ? dy : (T)0)                         \
+    /* Mul: da = dy b, db = dy a */                                                                \
+    BW_BINARY(mul_ba_##sfx, T, dy *b)                                                              \
+    BW_BINARY(mul_bb_##sfx, T, dy *a)                                                              \
+    /* Div: da = dy / b, db = -dy a / b^2 */                                                       \
+    BW_BINARY(div_ba_##sfx, T, dy / b)                                                             \
+    BW_BINARY(div_bb_##sfx, T, -dy *a / (b * b))                                                   \
+    /* Pow: da = dy b a^(b-1) (0 where b == 0), db = dy a^b log(a) (0 where a == 0, b >= 0) */     \
+    BW_BINARY(pow_ba_##sfx, T, b == 0 ? (T)0 : dy * b * M_POW(a, b - (T)1))                        \
+    BW_BINARY(pow_bb_##sfx, T, (a == 0 && b >= 0) ? (T)0 : dy *M_POW(a, b) * M_LOG(a))             \
+    BW_BINARY(sq_ba_##sfx, T, (T)2 * a * dy) /* a^2: da = 2 a dy */                                \
+    /* PRelu (a = x, b = slope): dx = dy (x > 0 ? 1 : slope), dslope = dy (x > 0 ? 0 : x) */       \
+    BW_BINARY(prelu_bx_##sfx, T, a > 0 ? dy : b * dy)                                              \
+    BW_BINARY(prelu_bs_##sfx, T, a > 0 ? (T)0 : a * dy)                                            \
+    /* Max/Min of two: the larger (smaller) input gets dy, a tie gives each dy/2 */                \
+    BW_BINARY(max_ba_##sfx, T, a > b ? dy : (a == b ? (T)0.5 * dy : (T)0))                         \
+    BW_BINARY(max_bb_##sfx, T, b > a ? dy : (a == b ? (T)0.5 * dy : (T)0))                         \
+    BW_BINARY(min_ba_##sfx, T, a < b ? dy : (a == b ? (T)0.5 * dy : (T)0))                         \
+    BW_BINARY(min_bb_##sfx, T, b < a ? dy : (a == b ? (T)0.5 * dy : (T)0))
+EW_FLOATS(BW_FLOAT_KERNELS)
+/* Cast between float types: the gradient is cast back, dx = (Tx) dy. */
+BW_LINEAR(cvt_b_f32_f64, float, double, dy)
+BW_LINEAR(cvt_b_f64_f32, double, float, dy)
+
+/* Where: X gets dy where the condition holds (mode 0), Y where it does not (mode 1). */
+#define BW_WHERE(sfx, T)                                                                           \
+    static void where_b_##sfx(const void *const *op_, const int *s_, void *G_v, int sg_,           \
+                              int64_t n_, const ew_args *p_) {                                     \
+        const T *D_ = op_[0];                                                                      \
+        const uint8_t *C_ = op_[1];                                                                \
+        BW_PROLOGUE(T);                                                                            \
+        const bool want = mode == 0;                                                               \
+        if (!s_[1]) { /* the condition is constant along the run */                                \
+            if ((C_[0] != 0) == want) BW_EMIT(T, const T v_ = D_[i_];);                            \
+            return;                                                                                \
+        }                                                                                          \
+        BW_EMIT(T, const T v_ = ((C_[i_] != 0) == want) ? D_[i_] : (T)0;);                         \
+    }
+EW_FLOATS(BW_WHERE)
+
+/* Variadic Max (mode 0) / Min (mode 1) of n > 2 inputs (operands dy, x_0 .. x_n-1): the
+ * extremum m is recomputed as the forward does (NaN propagates, and then no input matches);
+ * input k gets dy / (number of inputs equal to m) where x_k == m. */
+#define BW_EXTREMUM(sfx, T)                                                                        \
+    static void extremum_b_##sfx(const void *const *op_, const int *s_, void *G_v, int sg_,        \
+                                 int64_t n_, const ew_args *p_) {                                  \
+        const T *D_ = op_[0];                                                                      \
+        BW_PROLOGUE(T);                                                                            \
+        const int n = p_->n, k = p_->k, is_min = mode;                                             \
+        T acc = 0;                                                                                 \
+        for (int64_t i = 0; i < n_; i++) {                                                         \
+            T m = ((const T *)op_[1])[i * s_[1]];                                                  \
+            for (int j = 1; j < n; j++) {                                                          \
+                const T v = ((const T *)op_[1 + j])[i * s_[1 + j]];                                \
+                m = ((is_min ? m < v : m > v) || m != m) ? m : v;                                  \
+            }                                                                                      \
+            int cnt = 0;                                                                           \
+            for (int j = 0; j < n; j++) cnt += ((const T *)op_[1 + j])[i * s_[1 + j]] == m;        \
+            const T xk = ((const T *)op_[1 + k])[i * s_[1 + k]];                                   \
+            const T v = xk == m ? D_[i] / (T)cnt : (T)0;                                           \
+            if (sg_)                                                                               \
+                G_[i] += v;                                                                        \
+            else                                                                                   \
+                acc += v;                                                                          \
+        }                                                                                          \
+        if (!sg_) G_[0] += acc;                                                                    \
+    }
+EW_FLOATS(BW_EXTREMUM)
+
+/* Pow with mixed base/exponent types, in double like the forward: mode 0: the base's
+ * gradient, mode 1: the exponent's (same formulas as pow_ba/pow_bb). dy has the base's type. */
+static void pow_b_mixed(const void *const *op, const int *s, void *G, int sg, int64_t n,
+                        const ew_args *p) {
+    const int sa = p->slot_a, sb = p->slot_b, st = p->mode ? sb : sa;
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double dy = ld_f(op[0], i * s[0], sa), a = ld_f(op[1], i * s[1], sa);
+        const double b = ld_f(op[2], i * s[2], sb);
+        double v;
+        if (p->mode == 0)
+            v = b == 0 ? 0 : dy * b * pow(a, b - 1);
+        else
+            v = (a == 0 && b >= 0) ? 0 : dy * pow(a, b) * log(a);
+        if (!sg)
+            acc += v;
+        else if (st == S_F32)
+            ((float *)G)[i] += (float)v;
+        else
+            ((double *)G)[i] += v;
+    }
+    if (sg) return;
+    if (st == S_F32)
+        ((float *)G)[0] += (float)acc;
+    else
+        ((double *)G)[0] += acc;
+}
+
+/* ---- backward entry points ---------------------------------------------------------------- */
+
+#define BW_PAIR(p)                                                                                 \
+    { p##_f32, p##_f64 }
+
+/* The kernel for the gradient g's dtype (float32/float64). */
+static stx_status bw_pick(stx_op_ctx *c, const stx_tensor *g, const bw_kernel *k2, bw_kernel *k) {
+    const int s = ew_slot(g->dtype);
+    if (s != S_F32 && s != S_F64)
+        return stx__node_err(c, STX_E_UNSUPPORTED, "cannot differentiate a %s tensor",
+                             stx_dtype_name(g->dtype));
+    *k = k2[s];
+    return STX_OK;
+}
+
+/* A forward value the VJP reads (declared in bwd_in/bwd_out, so the engine keeps it). */
+static stx_status bw_need(stx_op_ctx *c, const stx_tensor *t, const char *what, int i) {
+    if (t && t->data) return STX_OK;
+    return stx__node_err(c, STX_E_INTERNAL, "backward needs %s %d, which holds no data", what, i);
+}
+
+/* Linear ops: din_k += coef_k R_k(dy), coef_0 = c0, the others crest; inputs [0, n). The
+ * gradient is cast to the input's float type when it differs (Cast, CastLike). */
+static stx_status linear_bwd(stx_op_ctx *c, int n, double c0, double crest) {
+    static const bw_kernel same[2] = BW_PAIR(scale_b);
+    stx_tensor *dy = c->dout[0];
+    if (!dy) return STX_OK;
+    for (int t = 0; t < n && t < c->n_in; t++) {
+        stx_tensor *g = c->din[t];
+        if (!g) continue;
+        bw_kernel k = NULL;
+        stx_status st = bw_pick(c, g, same, &k);
+        if (st) return st;
+        const int sd = ew_slot(dy->dtype), sg = ew_slot(g->dtype);
+        if (sd != sg) {
+            if (sd != S_F32 && sd != S_F64)
+                return stx__node_err(c, STX_E_UNSUPPORTED, "cannot differentiate a %s tensor",
+                                     stx_dtype_name(dy->dtype));
+            k = sd == S_F32 ? cvt_b_f32_f64 : cvt_b_f64_f32;
+        }
+        ew_args a = {.alpha = t == 0 ? c0 : crest};
+        const stx_tensor *ops[1] = {dy};
+        bw_run(ops, 1, dy, g, k, &a);
+    }
+    return STX_OK;
+}
+
+/* Unary ops: dx += g(dy, v) with v the input (use_y == 0) or the output. */
+static stx_status unary_bwd(stx_op_ctx *c, int use_y, const bw_kernel *k2,
+                            stx_status (*params)(stx_op_ctx *, ew_args *)) {
+    stx_tensor *g = c->din[0], *dy = c->dout[0];
+    if (!g || !dy) return STX_OK;
+    bw_kernel k = NULL;
+    stx_status st = bw_pick(c, g, k2, &k);
+    if (st) return st;
+    const stx_tensor *v = use_y ? c->out[0] : c->in[0];
+    if ((st = bw_need(c, v, use_y ? "output" : "input", 0))) return st;
+    ew_args a = {0};
+    if (params && (st = params(c, &a))) return st;
+    const stx_tensor *ops[2] = {dy, v};
+    bw_run(ops, 2, dy, g, k, &a);
+    return STX_OK;
+}
+
+#define UNARY_BWD(name, USE_Y, kern, PARAMS)                                                       \
+    static stx_status name(stx_op_ctx *c) {                                                        \
+        static const bw_kernel k_[2] = BW_PAIR(kern);                                              \
+        return unary_bwd(c, USE_Y, k_, PARAMS);                                                    \
+    }
+UNARY_BWD(relu_bwd, 1, relu_b, NULL)
+UNARY_BWD(leaky_bwd, 0, leaky_b, p_leaky)
+UNARY_BWD(sigmoid_bwd, 1, sigmoid_b, NULL)
+UNARY_BWD(tanh_bwd, 1, tanh_b, NULL)
+UNARY_BWD(erf_bwd, 0, erf_b, NULL)
+UNARY_BWD(gelu_bwd, 0, gelu_b, p_gelu)
+UNARY_BWD(softplus_bwd, 1, softplus_b, NULL)
+UNARY_BWD(sqrt_bwd, 1, sqrt_b, NULL)
+UNARY_BWD(exp_bwd, 1, exp_b, NULL)
+UNARY_BWD(log_bwd, 0, log_b, NULL)
+UNARY_BWD(recip_bwd, 1, recip_b, NULL)
+UNARY_BWD(abs_bwd, 0, abs_b, NULL)
+UNARY_BWD(elu_bwd, 0, elu_b, p_elu)
+UNARY_BWD(selu_bwd, 0, selu_b, p_selu)
+UNARY_BWD(celu_bwd, 0, celu_b, p_celu)
+UNARY_BWD(hsig_bwd, 1, hsig_b, p_hsig)
+UNARY_BWD(hswish_bwd, 0, hswish_b, NULL)
+UNARY_BWD(softsign_bwd, 0, softsign_b, NULL)
+
+/* Clip: x, and the bounds when they are inputs whose gradient is asked for (they reduce to
+ * their single element). Bounds come from the inputs (opset 11+) or attributes. */
+static stx_status clip_bwd(stx_op_ctx *c) {
+    static const bw_kernel kx[2] = BW_PAIR(clip_bx), klo[2] = BW_PAIR(clip_blo),
+                           khi[2] = BW_PAIR(clip_bhi);
+    stx_tensor *dy = c->dout[0];
+    if (!dy) return STX_OK;
+    stx_status st = bw_need(c, c->in[0], "input", 0);
+    for (int i = 1; i < c->n_in && i < 3 && !st; i++)
+        if (c->in[i]) st = bw_need(c, c->in[i], "input", i);
+    if (st) return st;
+    ew_args a = {0};
+    if ((st = p_clip(c, &a))) return st;
+    a.alpha = a.flo;
+    a.beta = a.fhi;
+    const stx_tensor *ops[2] = {dy, c->in[0]};
+    for (int t = 0; t < c->n_in && t < 3; t++) {
+        stx_tensor *g = c->din[t];
+        if (!g) continue;
+        bw_kernel k = NULL;
+        if ((st = bw_pick(c, g, t == 0 ? kx : t == 1 ? klo : khi, &k))) return st;
+        bw_run(ops, 2, dy, g, k, &a);
+    }
+    return STX_OK;
+}
+
+/* Binary ops with operands (dy, in0, in1): din_t += R_t(k_t(dy, in0, in1)). */
+static stx_status binary_bwd(stx_op_ctx *c, const bw_kernel *ka, const bw_kernel *kb,
+                             const ew_args *a) {
+    stx_tensor *dy = c->dout[0];
+    if (!dy) return STX_OK;
+    const stx_tensor *ops[3] = {dy, c->in[0], c->in[1]};
+    for (int t = 0; t < 2; t++) {
+        stx_tensor *g = c->din[t];
+        if (!g) continue;
+        bw_kernel k = NULL;
+        stx_status st = bw_pick(c, g, t ? kb : ka, &k);
+        if (!st) st = bw_need(c, c->in[0], "input", 0);
+        if (!st) st = bw_need(c, c->in[1], "input", 1);
+        if (st) return st;
+        bw_run(ops, 3, dy, g, k, a);
+    }
+    return STX_OK;
+}
+
+#define BINARY_BWD(name, ka, kb)                                                                   \
+    static stx_status name(stx_op_ctx *c) {                                                        \
+        static const bw_kernel a_[2] = BW_PAIR(ka), b_[2] = BW_PAIR(kb);                           \
+        ew_args a = {0};                                                                           \
+        return binary_bwd(c, a_, b_, &a);                                                          \
+    }
+BINARY_BWD(mul_bwd, mul_ba, mul_bb)
+BINARY_BWD(div_bwd, div_ba, div_bb)
+BINARY_BWD(prelu_bwd, prelu_bx, prelu_bs)
+
+static stx_status add_bwd(stx_op_ctx *c) {
+    return linear_bwd(c, 2, 1, 1); /* da = R_a(dy), db = R_b(dy) */
+}
+static stx_status sub_bwd(stx_op_ctx *c) {
+    return linear_bwd(c, 2, 1, -1); /* da = R_a(dy), db = -R_b(dy) */
+}
+static stx_status neg_bwd(stx_op_ctx *c) {
+    return linear_bwd(c, 1, -1, 0); /* dx = -dy */
+}
+static stx_status sum_bwd(stx_op_ctx *c) {
+    return linear_bwd(c, c->n_in, 1, 1); /* dx_k = R_k(dy) */
+}
+static stx_status mean_bwd(stx_op_ctx *c) {
+    return linear_bwd(c, c->n_in, 1.0 / c->n_in, 1.0 / c->n_in); /* dx_k = R_k(dy) / n */
+}
+/* Identity, Dropout (inference: identity; ratio and training_mode get nothing), Cast and
+ * CastLike between float types (the gradient is cast back; target_type gets nothing). */
+static stx_status identity_bwd(stx_op_ctx *c) {
+    return linear_bwd(c, 1, 1, 0);
+}
+
+/* Pow: same float types use the typed kernels (x^2 with a constant scalar 2: da = 2 a dy);
+ * otherwise the double-precision mixed kernel. Integer operands have no gradient. */
+static stx_status pow_bwd(stx_op_ctx *c) {
+    static const bw_kernel ka[2] = BW_PAIR(pow_ba), kb[2] = BW_PAIR(pow_bb),
+                           ksq[2] = BW_PAIR(sq_ba);
+    stx_tensor *dy = c->dout[0];
+    if (!dy) return STX_OK;
+    stx_status st = bw_need(c, c->in[0], "input", 0);
+    if (!st) st = bw_need(c, c->in[1], "input", 1);
+    if (st) return st;
+    const stx_tensor *x = c->in[0], *e = c->in[1];
+    ew_args a = {.slot_a = ew_slot(x->dtype), .slot_b = ew_slot(e->dtype)};
+    if (a.slot_a == a.slot_b) {
+        const bool sq = stx__numel(e->dims, e->rank) == 1 && ld_f(e->data, 0, a.slot_b) == 2;
+        return binary_bwd(c, sq ? ksq : ka, kb, &a);
+    }
+    const stx_tensor *ops[3] = {dy, x, e};
+    for (int t = 0; t < 2; t++) {
+        stx_tensor *g = c->din[t];
+        if (!g) continue;
+        bw_kernel k = NULL;
+        if ((st = bw_pick(c, g, ka, &k))) return st; /* checks the dtype */
+        a.mode = t;
+        bw_run(ops, 3, dy, g, pow_b_mixed, &a);
+    }
+    return STX_OK;
+}
+
+/* Max/Min: one input passes dy through; two use the vectorised pair kernels; more the general
+ * tie-counting kernel. Every input is read, so none may be missing (bwd_in holds 32 bits). */
+static stx_status extremum_bwd(stx_op_ctx *c, int is_min) {
+    static const bw_kernel pa[2][2] = {BW_PAIR(max_ba), BW_PAIR(min_ba)},
+                           pb[2][2] = {BW_PAIR(max_bb), BW_PAIR(min_bb)},
+                           kn[2] = BW_PAIR(extremum_b);
+    stx_tensor *dy = c->dout[0];
+    const int n = c->n_in;
+    if (!dy) return STX_OK;
+    if (n == 1) return linear_bwd(c, 1, 1, 0);
+    if (n == 2) {
+        ew_args a = {0};
+        return binary_bwd(c, pa[is_min], pb[is_min], &a);
+    }
+    if (n + 1 > BW_MAXOP)
+        return stx__node_err(c, STX_E_UNSUPPORTED, "backward supports up to %d inputs",
+                             BW_MAXOP - 1);
+    const stx_tensor *ops[BW_MAXOP];
+    ops[0] = dy;
+    for (int j = 0; j < n; j++) {
+        stx_status st = bw_need(c, c->in[j], "input", j);
+        if (st) return st;
+        ops[1 + j] = c->in[j];
+    }
+    for (int t = 0; t < n; t++) {
+        stx_tensor *g = c->din[t];
+        if (!g) continue;
+        bw_kernel k = NULL;
+        stx_status st = bw_pick(c, g, kn, &k);
+        if (st) return st;
+        ew_args a = {.mode = is_min, .k = t, .n = n};
+        bw_run(ops, n + 1, dy, g, k, &a);
+    }
+    return STX_OK;
+}
+static stx_status max_bwd(stx_op_ctx *c) {
+    return extremum_bwd(c, 0);
+}
+static stx_status min_bwd(stx_op_ctx *c) {
+    return extremum_bwd(c, 1);
+}
+
+/* Where: dX = R_X(dy [cond]), dY = R_Y(dy [!cond]); the bool condition gets nothing. */
+static stx_status where_bwd(stx_op_ctx *c) {
+    static const bw_kernel kw[2] = BW_PAIR(where_b);
+    stx_tensor *dy = c->dout[0];
+    if (!dy) return STX_OK;
+    stx_status st = bw_need(c, c->in[0], "input", 0);
+    if (st) return st;
+    const stx_tensor *ops[2] = {dy, c->in[0]};
+    for (int t = 1; t < 3; t++) {
+        stx_tensor *g = c->din[t];
+        if (!g) continue;
+        bw_kernel k = NULL;
+        if ((st = bw_pick(c, g, kw, &k))) return st;
+        ew_args a = {.mode = t - 1};
+        bw_run(ops, 2, dy, g, k, &a);
+    }
+    return STX_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Op tables and definitions.
  */
 static const char *const no_attrs[] = {NULL};
@@ -888,7 +1532,12 @@ static const char *const clip_attrs[] = {"min", "max", NULL};
 static const char *const cast_attrs[] = {"to", NULL};
 static const char *const dropout_attrs[] = {"ratio", "seed", "is_test", NULL};
 
-#define EW_DEF(var, NAME, MIN_IN, MAX_IN, MAX_OUT, ATTRS, CHECK, INFER, FWD)                       \
+/* BWD: (backward, bwd_in, bwd_out), or NO_BW for ops without a gradient: integer/bool outputs,
+ * and Floor, Ceil, Sign whose gradient is zero almost everywhere (they stop gradients rather
+ * than propagate zeros: the same result without zeroed gradient buffers upstream). */
+#define EW_BWD_FIELDS(FN, IN, OUT) .backward = FN, .bwd_in = IN, .bwd_out = OUT
+#define NO_BW (NULL, 0, 0)
+#define EW_DEF(var, NAME, MIN_IN, MAX_IN, MAX_OUT, ATTRS, CHECK, INFER, FWD, BWD)                  \
     static const stx_op_def var = {.name = NAME,                                                   \
                                    .min_in = MIN_IN,                                               \
                                    .max_in = MAX_IN,                                               \
@@ -897,10 +1546,11 @@ static const char *const dropout_attrs[] = {"ratio", "seed", "is_test", NULL};
                                    .attrs = ATTRS,                                                 \
                                    .check = CHECK,                                                 \
                                    .infer = INFER,                                                 \
-                                   .forward = FWD};
+                                   .forward = FWD,                                                 \
+                                   EW_BWD_FIELDS BWD};
 
 /* An op driven by an ew_op table through one of the shared infer/forward pairs. */
-#define EW_TABLE_OP(var, NAME, MIN_IN, MAX_IN, ATTRS, CHECK, KIND, ...)                            \
+#define EW_TABLE_OP(var, NAME, MIN_IN, MAX_IN, ATTRS, CHECK, KIND, BWD, ...)                       \
     static const ew_op var##_tab = {__VA_ARGS__};                                                  \
     static stx_status var##_infer(stx_op_ctx *c) {                                                 \
         return KIND##_infer(c, &var##_tab);                                                        \
@@ -908,10 +1558,10 @@ static const char *const dropout_attrs[] = {"ratio", "seed", "is_test", NULL};
     static stx_status var##_fwd(stx_op_ctx *c) {                                                   \
         return KIND##_forward(c, &var##_tab);                                                      \
     }                                                                                              \
-    EW_DEF(var, NAME, MIN_IN, MAX_IN, 1, ATTRS, CHECK, var##_infer, var##_fwd)
+    EW_DEF(var, NAME, MIN_IN, MAX_IN, 1, ATTRS, CHECK, var##_infer, var##_fwd, BWD)
 
-#define UNARY_F(var, NAME, ATTRS, p, PARAMS)                                                       \
-    EW_TABLE_OP(var, NAME, 1, 1, ATTRS, NULL, unary, .k = {TAB_FLOAT(p)}, .params = PARAMS)
+#define UNARY_F(var, NAME, ATTRS, p, PARAMS, BWD)                                                  \
+    EW_TABLE_OP(var, NAME, 1, 1, ATTRS, NULL, unary, BWD, .k = {TAB_FLOAT(p)}, .params = PARAMS)
 
 static stx_status gelu_check(const stx_node *n, stx_err *e) {
     const char *s = stx__attr_str(n, "approximate", "none");
@@ -921,31 +1571,33 @@ static stx_status gelu_check(const stx_node *n, stx_err *e) {
     return STX_OK;
 }
 
-UNARY_F(op_sigmoid, "Sigmoid", no_attrs, sigmoid_k, NULL)
-UNARY_F(op_tanh, "Tanh", no_attrs, tanh_k, NULL)
-UNARY_F(op_erf, "Erf", no_attrs, erf_k, NULL)
-UNARY_F(op_softplus, "Softplus", no_attrs, softplus_k, NULL)
-UNARY_F(op_sqrt, "Sqrt", no_attrs, sqrt_k, NULL)
-UNARY_F(op_exp, "Exp", no_attrs, exp_k, NULL)
-UNARY_F(op_log, "Log", no_attrs, log_k, NULL)
-UNARY_F(op_recip, "Reciprocal", no_attrs, recip_k, NULL)
-UNARY_F(op_floor, "Floor", no_attrs, floor_k, NULL)
-UNARY_F(op_ceil, "Ceil", no_attrs, ceil_k, NULL)
-UNARY_F(op_leaky, "LeakyRelu", alpha_attrs, leaky_k, p_leaky)
-UNARY_F(op_elu, "Elu", alpha_attrs, elu_k, p_elu)
-UNARY_F(op_celu, "Celu", alpha_attrs, celu_k, p_celu)
-UNARY_F(op_selu, "Selu", selu_attrs, selu_k, p_selu)
-UNARY_F(op_hsig, "HardSigmoid", hsig_attrs, hsig_k, p_hsig)
-UNARY_F(op_hswish, "HardSwish", no_attrs, hswish_k, NULL)
-UNARY_F(op_softsign, "Softsign", no_attrs, softsign_k, NULL)
-EW_TABLE_OP(op_gelu, "Gelu", 1, 1, gelu_attrs, gelu_check, unary, .k = {TAB_FLOAT(gelu_k)},
-            .params = p_gelu)
-EW_TABLE_OP(op_relu, "Relu", 1, 1, no_attrs, NULL, unary,
+UNARY_F(op_sigmoid, "Sigmoid", no_attrs, sigmoid_k, NULL, (sigmoid_bwd, 0, 1))
+UNARY_F(op_tanh, "Tanh", no_attrs, tanh_k, NULL, (tanh_bwd, 0, 1))
+UNARY_F(op_erf, "Erf", no_attrs, erf_k, NULL, (erf_bwd, 1, 0))
+UNARY_F(op_softplus, "Softplus", no_attrs, softplus_k, NULL, (softplus_bwd, 0, 1))
+UNARY_F(op_sqrt, "Sqrt", no_attrs, sqrt_k, NULL, (sqrt_bwd, 0, 1))
+UNARY_F(op_exp, "Exp", no_attrs, exp_k, NULL, (exp_bwd, 0, 1))
+UNARY_F(op_log, "Log", no_attrs, log_k, NULL, (log_bwd, 1, 0))
+UNARY_F(op_recip, "Reciprocal", no_attrs, recip_k, NULL, (recip_bwd, 0, 1))
+UNARY_F(op_floor, "Floor", no_attrs, floor_k, NULL, NO_BW)
+UNARY_F(op_ceil, "Ceil", no_attrs, ceil_k, NULL, NO_BW)
+UNARY_F(op_leaky, "LeakyRelu", alpha_attrs, leaky_k, p_leaky, (leaky_bwd, 1, 0))
+UNARY_F(op_elu, "Elu", alpha_attrs, elu_k, p_elu, (elu_bwd, 1, 0))
+UNARY_F(op_celu, "Celu", alpha_attrs, celu_k, p_celu, (celu_bwd, 1, 0))
+UNARY_F(op_selu, "Selu", selu_attrs, selu_k, p_selu, (selu_bwd, 1, 0))
+UNARY_F(op_hsig, "HardSigmoid", hsig_attrs, hsig_k, p_hsig, (hsig_bwd, 0, 1))
+UNARY_F(op_hswish, "HardSwish", no_attrs, hswish_k, NULL, (hswish_bwd, 1, 0))
+UNARY_F(op_softsign, "Softsign", no_attrs, softsign_k, NULL, (softsign_bwd, 1, 0))
+EW_TABLE_OP(op_gelu, "Gelu", 1, 1, gelu_attrs, gelu_check, unary, (gelu_bwd, 1, 0),
+            .k = {TAB_FLOAT(gelu_k)}, .params = p_gelu)
+EW_TABLE_OP(op_relu, "Relu", 1, 1, no_attrs, NULL, unary, (relu_bwd, 0, 1),
             .k = {TAB_FLOAT(relu_k), TAB_SINT(relu_k)})
-EW_TABLE_OP(op_neg, "Neg", 1, 1, no_attrs, NULL, unary, .k = {TAB_FLOAT(neg_k), TAB_SINT(neg_k)})
-EW_TABLE_OP(op_abs, "Abs", 1, 1, no_attrs, NULL, unary, .k = {TAB_NUM(abs_k)})
-EW_TABLE_OP(op_sign, "Sign", 1, 1, no_attrs, NULL, unary, .k = {TAB_NUM(sign_k)})
-EW_TABLE_OP(op_not, "Not", 1, 1, no_attrs, NULL, unary, .k = {[S_BOOL] = not_k_b}, .out_bool = true)
+EW_TABLE_OP(op_neg, "Neg", 1, 1, no_attrs, NULL, unary, (neg_bwd, 0, 0),
+            .k = {TAB_FLOAT(neg_k), TAB_SINT(neg_k)})
+EW_TABLE_OP(op_abs, "Abs", 1, 1, no_attrs, NULL, unary, (abs_bwd, 1, 0), .k = {TAB_NUM(abs_k)})
+EW_TABLE_OP(op_sign, "Sign", 1, 1, no_attrs, NULL, unary, NO_BW, .k = {TAB_NUM(sign_k)})
+EW_TABLE_OP(op_not, "Not", 1, 1, no_attrs, NULL, unary, NO_BW, .k = {[S_BOOL] = not_k_b},
+            .out_bool = true)
 
 /* Clip: bounds must be one-element tensors of the input's dtype. */
 static const ew_op clip_tab = {.k = {TAB_NUM(clip_k)}, .params = p_clip};
@@ -971,29 +1623,30 @@ static stx_status clip_infer(stx_op_ctx *c) {
 static stx_status clip_fwd(stx_op_ctx *c) {
     return unary_forward(c, &clip_tab);
 }
-EW_DEF(op_clip, "Clip", 1, 3, 1, clip_attrs, NULL, clip_infer, clip_fwd)
+EW_DEF(op_clip, "Clip", 1, 3, 1, clip_attrs, NULL, clip_infer, clip_fwd, (clip_bwd, 7, 0))
 
 /* Binary arithmetic, comparisons, logic. */
-#define BINARY(var, NAME, ...) EW_TABLE_OP(var, NAME, 2, 2, no_attrs, NULL, binary, __VA_ARGS__)
-BINARY(op_add, "Add", .k = {TAB_NUM(add_k)})
-BINARY(op_sub, "Sub", .k = {TAB_NUM(sub_k)})
-BINARY(op_mul, "Mul", .k = {TAB_NUM(mul_k)})
-BINARY(op_div, "Div", .k = {TAB_NUM(div_k)})
-BINARY(op_equal, "Equal", .k = {TAB_NUM(eq_k), [S_BOOL] = eq_k_b}, .out_bool = true)
-BINARY(op_less, "Less", .k = {TAB_NUM(lt_k)}, .out_bool = true)
-BINARY(op_greater, "Greater", .k = {TAB_NUM(gt_k)}, .out_bool = true)
-BINARY(op_le, "LessOrEqual", .k = {TAB_NUM(le_k)}, .out_bool = true)
-BINARY(op_ge, "GreaterOrEqual", .k = {TAB_NUM(ge_k)}, .out_bool = true)
-BINARY(op_and, "And", .k = {[S_BOOL] = and_k_b}, .out_bool = true)
-BINARY(op_or, "Or", .k = {[S_BOOL] = or_k_b}, .out_bool = true)
-BINARY(op_xor, "Xor", .k = {[S_BOOL] = xor_k_b}, .out_bool = true)
+#define BINARY(var, NAME, BWD, ...)                                                                \
+    EW_TABLE_OP(var, NAME, 2, 2, no_attrs, NULL, binary, BWD, __VA_ARGS__)
+BINARY(op_add, "Add", (add_bwd, 0, 0), .k = {TAB_NUM(add_k)})
+BINARY(op_sub, "Sub", (sub_bwd, 0, 0), .k = {TAB_NUM(sub_k)})
+BINARY(op_mul, "Mul", (mul_bwd, 3, 0), .k = {TAB_NUM(mul_k)})
+BINARY(op_div, "Div", (div_bwd, 3, 0), .k = {TAB_NUM(div_k)})
+BINARY(op_equal, "Equal", NO_BW, .k = {TAB_NUM(eq_k), [S_BOOL] = eq_k_b}, .out_bool = true)
+BINARY(op_less, "Less", NO_BW, .k = {TAB_NUM(lt_k)}, .out_bool = true)
+BINARY(op_greater, "Greater", NO_BW, .k = {TAB_NUM(gt_k)}, .out_bool = true)
+BINARY(op_le, "LessOrEqual", NO_BW, .k = {TAB_NUM(le_k)}, .out_bool = true)
+BINARY(op_ge, "GreaterOrEqual", NO_BW, .k = {TAB_NUM(ge_k)}, .out_bool = true)
+BINARY(op_and, "And", NO_BW, .k = {[S_BOOL] = and_k_b}, .out_bool = true)
+BINARY(op_or, "Or", NO_BW, .k = {[S_BOOL] = or_k_b}, .out_bool = true)
+BINARY(op_xor, "Xor", NO_BW, .k = {[S_BOOL] = xor_k_b}, .out_bool = true)
 
 /* Variadic. Sum and Mean are defined on floating types only by the spec. */
-#define VARIADIC(var, NAME, ...)                                                                   \
-    EW_TABLE_OP(var, NAME, 1, 64, no_attrs, NULL, variadic, __VA_ARGS__)
-VARIADIC(op_max, "Max", .k = {TAB_NUM(max_k)})
-VARIADIC(op_min, "Min", .k = {TAB_NUM(min_k)})
-VARIADIC(op_sum, "Sum", .k = {TAB_FLOAT(add_k)})
+#define VARIADIC(var, NAME, BWD, ...)                                                              \
+    EW_TABLE_OP(var, NAME, 1, 64, no_attrs, NULL, variadic, BWD, __VA_ARGS__)
+VARIADIC(op_max, "Max", (max_bwd, 0xffffffffu, 0), .k = {TAB_NUM(max_k)})
+VARIADIC(op_min, "Min", (min_bwd, 0xffffffffu, 0), .k = {TAB_NUM(min_k)})
+VARIADIC(op_sum, "Sum", (sum_bwd, 0, 0), .k = {TAB_FLOAT(add_k)})
 
 static const ew_op mean_tab = {.k = {TAB_FLOAT(add_k)}};
 static const ew_kernel divn_tab[S_N] = {TAB_FLOAT(divn_k)};
@@ -1008,7 +1661,7 @@ static stx_status mean_fwd(stx_op_ctx *c) {
     ew_run(&y, 1, y, divn_tab[ew_slot(y->dtype)], &a);
     return STX_OK;
 }
-EW_DEF(op_mean, "Mean", 1, 64, 1, no_attrs, NULL, mean_infer, mean_fwd)
+EW_DEF(op_mean, "Mean", 1, 64, 1, no_attrs, NULL, mean_infer, mean_fwd, (mean_bwd, 0, 0))
 
 /* PRelu: slope broadcasts unidirectionally to X; output has X's shape. */
 static const ew_op prelu_tab = {.k = {TAB_FLOAT(prelu_k), TAB_SINT(prelu_k)}};
@@ -1032,7 +1685,7 @@ static stx_status prelu_infer(stx_op_ctx *c) {
 static stx_status prelu_fwd(stx_op_ctx *c) {
     return binary_forward(c, &prelu_tab);
 }
-EW_DEF(op_prelu, "PRelu", 2, 2, 1, no_attrs, NULL, prelu_infer, prelu_fwd)
+EW_DEF(op_prelu, "PRelu", 2, 2, 1, no_attrs, NULL, prelu_infer, prelu_fwd, (prelu_bwd, 3, 0))
 
 /* Pow(X: T, Y: T1) -> T. */
 static const ew_kernel pow_base_ok[S_N] = {
@@ -1059,7 +1712,7 @@ static stx_status pow_fwd(stx_op_ctx *c) {
     ew_run(ins, 2, c->out[0], k, &a);
     return STX_OK;
 }
-EW_DEF(op_pow, "Pow", 2, 2, 1, no_attrs, NULL, pow_infer, pow_fwd)
+EW_DEF(op_pow, "Pow", 2, 2, 1, no_attrs, NULL, pow_infer, pow_fwd, (pow_bwd, 3, 0))
 
 /* Where(condition: bool, X: T, Y: T), all three broadcast. */
 static stx_status where_infer(stx_op_ctx *c) {
@@ -1089,7 +1742,7 @@ static stx_status where_fwd(stx_op_ctx *c) {
     ew_run(ins, 3, y, k, &a);
     return STX_OK;
 }
-EW_DEF(op_where, "Where", 3, 3, 1, no_attrs, NULL, where_infer, where_fwd)
+EW_DEF(op_where, "Where", 3, 3, 1, no_attrs, NULL, where_infer, where_fwd, (where_bwd, 1, 0))
 
 /* Cast: 'to' is an int (TensorProto.DataType) since opset 6, a type-name string before. */
 static int cast_target(const stx_node *n, int64_t *code) {
@@ -1152,7 +1805,8 @@ static stx_status cast_infer(stx_op_ctx *c) {
     if (dst < 0) return cast_check(c->node, c->err);
     return cast_common_infer(c, dst);
 }
-EW_DEF(op_cast, "Cast", 1, 1, 1, cast_attrs, cast_check, cast_infer, cast_common_fwd)
+EW_DEF(op_cast, "Cast", 1, 1, 1, cast_attrs, cast_check, cast_infer, cast_common_fwd,
+       (identity_bwd, 0, 0))
 
 /* CastLike(input, target_type): the output takes target_type's dtype. */
 static stx_status castlike_infer(stx_op_ctx *c) {
@@ -1164,7 +1818,8 @@ static stx_status castlike_infer(stx_op_ctx *c) {
                              stx_dtype_name(c->in[1]->dtype));
     return cast_common_infer(c, dst);
 }
-EW_DEF(op_castlike, "CastLike", 2, 2, 1, no_attrs, NULL, castlike_infer, cast_common_fwd)
+EW_DEF(op_castlike, "CastLike", 2, 2, 1, no_attrs, NULL, castlike_infer, cast_common_fwd,
+       (identity_bwd, 0, 0))
 
 /* Identity: a copy of any supported dtype. */
 static stx_status identity_infer(stx_op_ctx *c) {
@@ -1184,7 +1839,8 @@ static stx_status identity_fwd(stx_op_ctx *c) {
     ew_run(&x, 1, y, copy_kernel(x->dtype), &a);
     return STX_OK;
 }
-EW_DEF(op_identity, "Identity", 1, 1, 1, no_attrs, NULL, identity_infer, identity_fwd)
+EW_DEF(op_identity, "Identity", 1, 1, 1, no_attrs, NULL, identity_infer, identity_fwd,
+       (identity_bwd, 0, 0))
 
 /* Dropout at inference: output = input and mask = all true. Since opset 12 `ratio` and
  * `training_mode` are inputs. training_mode = true with a non-zero ratio would need random
@@ -1237,7 +1893,8 @@ static stx_status dropout_fwd(stx_op_ctx *c) {
     }
     return STX_OK;
 }
-EW_DEF(op_dropout, "Dropout", 1, 3, 2, dropout_attrs, NULL, dropout_infer, dropout_fwd)
+EW_DEF(op_dropout, "Dropout", 1, 3, 2, dropout_attrs, NULL, dropout_infer, dropout_fwd,
+       (identity_bwd, 0, 0))
 
 const stx_op_def *const stx__ops_elementwise[] = {
     &op_relu,     &op_leaky,   &op_sigmoid,  &op_tanh,     &op_clip,    &op_erf,    &op_gelu,

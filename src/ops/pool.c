@@ -21,6 +21,12 @@
  * input element in X, batch and channel included: (n * C + c) * prod(spatial) + spatial offset,
  * the spatial offset being row-major (storage_order = 0) or column-major (storage_order = 1).
  * The first maximum in window order wins ties.
+ *
+ * Backward: MaxPool routes d y to the selected element (the Indices one: first maximum, so a tie
+ * gives everything to the first), AveragePool spreads d y / count over the window's input
+ * elements; overlapping windows add. Reference kernels for float32/float64, and a oneDNN
+ * backward primitive for float32 when windows overlap (MaxPool then keeps the forward's
+ * workspace of selected taps).
  */
 #include "dnnl_util.h"
 
@@ -365,6 +371,138 @@ static stx_status pool_forward_ref(stx_op_ctx *c, int is_max) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Backward, reference kernels. One task per (n, c) plane as in the forward: a plane's windows
+ * only touch that plane of d x, so tasks write disjoint memory and every element receives its
+ * contributions in output order (deterministic for any thread count); overlapping windows add.
+ *
+ * MaxPool  y[o] = x[a(o)], a(o) the selected element: d x[a(o)] += d y[o]. The selection is the
+ * forward's (recomputed from x): the first maximum in row-major window order, padding never
+ * selected, i.e. the element the Indices output reports; ties (a non-differentiable point) thus
+ * give the whole gradient to that first element, as PyTorch does. A window made only of
+ * padding selects nothing and passes no gradient.
+ */
+#define DEFINE_MAXPOOL_BWD(NAME, T, LOWEST)                                                        \
+    static void NAME(const pool_geom *g, const T *x, const T *dy, T *dx) {                         \
+        const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2];                                 \
+        const int64_t OD = g->out[0], OH = g->out[1], OW = g->out[2];                              \
+        const int64_t in_sp = ID * IH * IW, out_sp = OD * OH * OW;                                 \
+        const int64_t planes = g->N * g->C;                                                        \
+        const int par = planes * out_sp * g->k[0] * g->k[1] * g->k[2] >= POOL_PAR_MIN;             \
+        _Pragma("omp parallel for schedule(static) if (par)") for (int64_t p = 0; p < planes;      \
+                                                                   p++) {                          \
+            const T *xp = x + p * in_sp;                                                           \
+            T *dxp = dx + p * in_sp;                                                               \
+            int64_t o = p * out_sp;                                                                \
+            for (int64_t od = 0; od < OD; od++) {                                                  \
+                int64_t sd = od * g->s[0] - g->pb[0], d0, d1;                                      \
+                tap_range(sd, g->k[0], g->d[0], ID, &d0, &d1);                                     \
+                for (int64_t oh = 0; oh < OH; oh++) {                                              \
+                    int64_t sh = oh * g->s[1] - g->pb[1], h0, h1;                                  \
+                    tap_range(sh, g->k[1], g->d[1], IH, &h0, &h1);                                 \
+                    for (int64_t ow = 0; ow < OW; ow++, o++) {                                     \
+                        int64_t sw = ow * g->s[2] - g->pb[2], w0, w1;                              \
+                        tap_range(sw, g->k[2], g->d[2], IW, &w0, &w1);                             \
+                        T best = LOWEST;                                                           \
+                        int64_t at = -1;                                                           \
+                        for (int64_t jd = d0; jd < d1; jd++) {                                     \
+                            int64_t id = sd + jd * g->d[0];                                        \
+                            for (int64_t jh = h0; jh < h1; jh++) {                                 \
+                                int64_t ih = sh + jh * g->d[1];                                    \
+                                const int64_t row = (id * IH + ih) * IW;                           \
+                                for (int64_t jw = w0; jw < w1; jw++) {                             \
+                                    int64_t iw = sw + jw * g->d[2];                                \
+                                    T v = xp[row + iw];                                            \
+                                    if (at < 0 || v > best) {                                      \
+                                        best = v;                                                  \
+                                        at = row + iw;                                             \
+                                    }                                                              \
+                                }                                                                  \
+                            }                                                                      \
+                        }                                                                          \
+                        if (at >= 0) dxp[at] += dy[o];                                             \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_MAXPOOL_BWD(maxpool_bwd_f32, float, -FLT_MAX)
+DEFINE_MAXPOOL_BWD(maxpool_bwd_f64, double, -DBL_MAX)
+
+/* AveragePool  y[o] = (sum of x over the window's taps inside the input) / cnt(o), cnt as in the
+ * forward (count_include_pad, ceil_mode): d x[i] += d y[o] / cnt(o) for every tap i of window o
+ * inside the input. An all-padding window (y = 0) passes nothing. */
+#define DEFINE_AVGPOOL_BWD(NAME, T)                                                                \
+    static void NAME(const pool_geom *g, const T *dy, T *dx) {                                     \
+        const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2];                                 \
+        const int64_t OD = g->out[0], OH = g->out[1], OW = g->out[2];                              \
+        const int64_t in_sp = ID * IH * IW, out_sp = OD * OH * OW;                                 \
+        const int64_t planes = g->N * g->C;                                                        \
+        const int par = planes * out_sp * g->k[0] * g->k[1] * g->k[2] >= POOL_PAR_MIN;             \
+        _Pragma("omp parallel for schedule(static) if (par)") for (int64_t p = 0; p < planes;      \
+                                                                   p++) {                          \
+            T *dxp = dx + p * in_sp;                                                               \
+            int64_t o = p * out_sp;                                                                \
+            for (int64_t od = 0; od < OD; od++) {                                                  \
+                int64_t sd = od * g->s[0] - g->pb[0], d0, d1, pd0, pd1;                            \
+                tap_range(sd, g->k[0], 1, ID, &d0, &d1);                                           \
+                tap_range(sd + g->pb[0], g->k[0], 1, ID + g->pb[0] + g->pe[0], &pd0, &pd1);        \
+                for (int64_t oh = 0; oh < OH; oh++) {                                              \
+                    int64_t sh = oh * g->s[1] - g->pb[1], h0, h1, ph0, ph1;                        \
+                    tap_range(sh, g->k[1], 1, IH, &h0, &h1);                                       \
+                    tap_range(sh + g->pb[1], g->k[1], 1, IH + g->pb[1] + g->pe[1], &ph0, &ph1);    \
+                    for (int64_t ow = 0; ow < OW; ow++, o++) {                                     \
+                        int64_t sw = ow * g->s[2] - g->pb[2], w0, w1, pw0, pw1;                    \
+                        tap_range(sw, g->k[2], 1, IW, &w0, &w1);                                   \
+                        tap_range(sw + g->pb[2], g->k[2], 1, IW + g->pb[2] + g->pe[2], &pw0,       \
+                                  &pw1);                                                           \
+                        int64_t cnt = g->include_pad ? (pd1 - pd0) * (ph1 - ph0) * (pw1 - pw0)     \
+                                                     : (d1 - d0) * (h1 - h0) * (w1 - w0);          \
+                        if (cnt <= 0) continue;                                                    \
+                        const T v = dy[o] / (T)cnt;                                                \
+                        for (int64_t jd = d0; jd < d1; jd++)                                       \
+                            for (int64_t jh = h0; jh < h1; jh++) {                                 \
+                                T *dr = dxp + ((sd + jd) * IH + sh + jh) * IW + sw;                \
+                                for (int64_t jw = w0; jw < w1; jw++) dr[jw] += v;                  \
+                            }                                                                      \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_AVGPOOL_BWD(avgpool_bwd_f32, float)
+DEFINE_AVGPOOL_BWD(avgpool_bwd_f64, double)
+
+/* d x += VJP(d y) with the reference kernels; MaxPool reads X (bwd_in bit 0) to find each
+ * window's selected element. */
+static stx_status pool_backward_ref(stx_op_ctx *c, int is_max) {
+    const stx_tensor *X = c->in[0], *dY = c->dout[0];
+    stx_tensor *dX = c->din[0];
+    if (!dY || !dX) return STX_OK; /* Indices (output 1) is integer: never has a gradient */
+    pool_geom g;
+    stx_status r = pool_geom_get(c, is_max, &g);
+    if (r != STX_OK) return r;
+    if (stx__numel(dY->dims, dY->rank) == 0 || stx__numel(X->dims, X->rank) == 0) return STX_OK;
+    bool dbl = X->dtype == STX_DTYPE_DOUBLE;
+    if ((X->dtype != STX_DTYPE_FLOAT && !dbl) || dY->dtype != X->dtype || dX->dtype != X->dtype)
+        return stx__node_err(c, STX_E_UNSUPPORTED, "backward needs float32 or float64 tensors");
+    if (is_max) {
+        if (!X->data) return stx__node_err(c, STX_E_INTERNAL, "input X holds no data in backward");
+        if (dbl)
+            maxpool_bwd_f64(&g, X->data, dY->data, dX->data);
+        else
+            maxpool_bwd_f32(&g, X->data, dY->data, dX->data);
+    } else {
+        if (dbl)
+            avgpool_bwd_f64(&g, dY->data, dX->data);
+        else
+            avgpool_bwd_f32(&g, dY->data, dX->data);
+    }
+    return STX_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * oneDNN path: float32, no Indices output, and a geometry oneDNN reproduces exactly.
  *
  * oneDNN's fast (jit) pooling kernels want channel-blocked layouts (nCdhw16c / nCdhw8c); on the
@@ -381,11 +519,30 @@ typedef struct pool_state {
     stx_dnnl_reorder re_src, re_dst;
     void *buf_src, *buf_dst, *buf_scratch;
     char impl[64]; /* oneDNN implementation name, for diagnostics */
+    /* Backward (when the session runs backward through the node): the forward then runs as
+     * forward_training, MaxPool recording the selected taps in a workspace; the backward
+     * primitive reads d y in the forward's blocked output layout (reordered into buf_dst) and
+     * writes diff_src in the blocked input layout (into buf_src, free once the forward is done),
+     * which a summing reorder adds to d x. */
+    dnnl_primitive_t bprim; /* NULL: the reference kernel computes d x */
+    dnnl_memory_t m_ws, m_ddst, m_dsrc, m_bscratch;
+    stx_dnnl_reorder re_ddst, re_acc;
+    void *buf_ws, *buf_bscratch;
+    int ws_valid; /* the workspace holds the last forward run's selection */
+    char bimpl[64];
 } pool_state;
 
 static void pool_release(void *p) {
     pool_state *s = p;
     if (!s) return;
+    if (s->bprim) dnnl_primitive_destroy(s->bprim);
+    dnnl_memory_t bm[] = {s->m_ws, s->m_ddst, s->m_dsrc, s->m_bscratch};
+    for (size_t i = 0; i < sizeof bm / sizeof bm[0]; i++)
+        if (bm[i]) dnnl_memory_destroy(bm[i]);
+    stx__dnnl_reorder_free(&s->re_ddst);
+    stx__dnnl_reorder_free(&s->re_acc);
+    stx__free(s->ctx, s->buf_ws);
+    stx__free(s->ctx, s->buf_bscratch);
     if (s->prim) dnnl_primitive_destroy(s->prim);
     if (s->m_src) dnnl_memory_destroy(s->m_src);
     if (s->m_dst) dnnl_memory_destroy(s->m_dst);
@@ -403,6 +560,63 @@ static void pool_release(void *p) {
 static const dnnl_format_tag_t blocked_tags[3][2] = {
     {dnnl_aBc16b, dnnl_aBc8b}, {dnnl_aBcd16b, dnnl_aBcd8b}, {dnnl_aBcde16b, dnnl_aBcde8b}};
 
+/* Builds the pooling backward primitive of the forward descriptor fd (primitive descriptor
+ * fpd, the hint), in the forward's layouts; a jit implementation only, else s->bprim stays NULL
+ * and the reference kernel computes d x. Returns dnnl_out_of_memory only for allocation failures;
+ * other failures just leave the backward to the reference kernel. */
+static dnnl_status_t
+pool_bwd_build(pool_state *s, const_dnnl_primitive_desc_t fpd, const dnnl_pooling_v2_desc_t *fd,
+               const dnnl_memory_desc_t *src_blk, const dnnl_memory_desc_t *dst_md,
+               const dnnl_memory_desc_t *src_user, const dnnl_memory_desc_t *dst_user,
+               size_t src_size, size_t dst_size, size_t sp_size) {
+    dnnl_pooling_v2_desc_t bd;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t st = dnnl_pooling_v2_backward_desc_init(&bd, fd->alg_kind, src_blk, dst_md,
+                                                          fd->strides, fd->kernel, fd->dilation,
+                                                          fd->padding[0], fd->padding[1]);
+    if (st == dnnl_success) st = stx__dnnl_pd_create_hint(&pd, &bd, fpd);
+    if (st != dnnl_success) goto fail;
+    snprintf(s->bimpl, sizeof s->bimpl, "%s", stx__dnnl_impl_name(pd));
+    const dnnl_memory_desc_t *dsrc = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0);
+    const dnnl_memory_desc_t *ddst = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (strncmp(s->bimpl, "jit", 3) != 0 || !dsrc || !ddst || !sp ||
+        dnnl_memory_desc_get_size(dsrc) > src_size || dnnl_memory_desc_get_size(ddst) > dst_size) {
+        st = dnnl_unimplemented;
+        goto fail;
+    }
+    size_t bsp = dnnl_memory_desc_get_size(sp);
+    void *sbuf = s->buf_scratch;
+    if (bsp > sp_size) {
+        if (!(sbuf = s->buf_bscratch = stx__calloc(s->ctx, 1, bsp))) {
+            st = dnnl_out_of_memory;
+            goto fail;
+        }
+    }
+    if ((st = stx__dnnl_memory(&s->m_ddst, ddst, s->buf_dst)) != dnnl_success ||
+        (st = stx__dnnl_memory(&s->m_dsrc, dsrc, s->buf_src)) != dnnl_success ||
+        (bsp > 0 && (st = stx__dnnl_memory(&s->m_bscratch, sp, sbuf)) != dnnl_success) ||
+        (st = stx__dnnl_reorder_init(&s->re_ddst, dst_user, ddst)) != dnnl_success ||
+        (st = stx__dnnl_reorder_init_acc(&s->re_acc, dsrc, src_user)) != dnnl_success ||
+        (st = dnnl_primitive_create(&s->bprim, pd)) != dnnl_success)
+        goto fail;
+    dnnl_primitive_desc_destroy(pd);
+    return dnnl_success;
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (s->bprim) dnnl_primitive_destroy(s->bprim);
+    dnnl_memory_t bm[] = {s->m_ddst, s->m_dsrc, s->m_bscratch};
+    for (size_t i = 0; i < sizeof bm / sizeof bm[0]; i++)
+        if (bm[i]) dnnl_memory_destroy(bm[i]);
+    stx__dnnl_reorder_free(&s->re_ddst);
+    stx__dnnl_reorder_free(&s->re_acc);
+    stx__free(s->ctx, s->buf_bscratch);
+    s->bprim = NULL;
+    s->m_ddst = s->m_dsrc = s->m_bscratch = NULL;
+    s->buf_bscratch = NULL;
+    return st;
+}
+
 static stx_status pool_prepare_common(stx_op_ctx *c, void **state, int is_max) {
     *state = NULL;
     const stx_tensor *X = c->in[0], *Y = c->out[0];
@@ -413,10 +627,12 @@ static stx_status pool_prepare_common(stx_op_ctx *c, void **state, int is_max) {
     if (r != STX_OK) return r;
     if (stx__numel(X->dims, X->rank) == 0 || stx__numel(Y->dims, Y->rank) == 0) return STX_OK;
     int nsp = g.nsp, off = 3 - nsp;
+    int overlap = 0; /* windows overlap along some axis */
     dnnl_dims_t strides, kernel, dil, pl, pr;
     for (int i = 0; i < nsp; i++) {
         int a = off + i;
         int64_t ek = (g.k[a] - 1) * g.d[a] + 1;
+        overlap |= g.s[a] < ek;
         /* The right padding oneDNN needs for `out` windows; more than the ONNX end pad when
          * ceil_mode lets the last window hang past it. */
         int64_t need = (g.out[a] - 1) * g.s[a] + ek - g.in[a] - g.pb[a];
@@ -441,6 +657,10 @@ static stx_status pool_prepare_common(stx_op_ctx *c, void **state, int is_max) {
     dnnl_alg_kind_t alg = is_max          ? dnnl_pooling_max
                           : g.include_pad ? dnnl_pooling_avg_include_padding
                                           : dnnl_pooling_avg_exclude_padding;
+    /* oneDNN's backward pays two reorders of d x and one of d y: it only beats the reference
+     * kernel when windows overlap (several contributions per element of d x). */
+    int bwd = c->need_backward && overlap;
+    dnnl_prop_kind_t prop = bwd ? dnnl_forward_training : dnnl_forward_inference;
     STX_DNNL_TRY(&f, "stream creation", stx__dnnl_stream_create(&s->stream));
     STX_DNNL_TRY(&f, "memory descriptor",
                  stx__dnnl_md_plain(&src_user, X->dims, X->rank, dnnl_f32));
@@ -452,9 +672,8 @@ static stx_status pool_prepare_common(stx_op_ctx *c, void **state, int is_max) {
         for (int i = 0; i < X->rank; i++) xd[i] = X->dims[i];
         if (dnnl_memory_desc_init_by_tag(&src_blk, X->rank, xd, dnnl_f32,
                                          blocked_tags[nsp - 1][b]) != dnnl_success ||
-            dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference, alg, &src_blk,
-                                              &dst_any, strides, kernel, dil, pl,
-                                              pr) != dnnl_success ||
+            dnnl_pooling_v2_forward_desc_init(&desc, prop, alg, &src_blk, &dst_any, strides, kernel,
+                                              dil, pl, pr) != dnnl_success ||
             stx__dnnl_pd_create(&pd, &desc) != dnnl_success)
             continue;
         if (strncmp(stx__dnnl_impl_name(pd), "jit", 3) != 0) {
@@ -492,6 +711,26 @@ static stx_status pool_prepare_common(stx_op_ctx *c, void **state, int is_max) {
     if (sp_size > 0)
         STX_DNNL_TRY(&f, "memory creation", stx__dnnl_memory(&s->m_scratch, sp_md, s->buf_scratch));
     STX_DNNL_TRY(&f, "primitive creation", dnnl_primitive_create(&s->prim, pd));
+    if (bwd) {
+        const dnnl_memory_desc_t *ws_md =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
+        size_t ws_size = ws_md ? dnnl_memory_desc_get_size(ws_md) : 0;
+        if (ws_size > 0) {
+            if (!(s->buf_ws = stx__calloc(s->ctx, 1, ws_size))) {
+                f.status = dnnl_out_of_memory;
+                f.what = "pooling workspace";
+                goto dnnl_fail;
+            }
+            STX_DNNL_TRY(&f, "memory creation", stx__dnnl_memory(&s->m_ws, ws_md, s->buf_ws));
+        }
+        dnnl_status_t bs = pool_bwd_build(s, pd, &desc, &src_blk, dst_md, &src_user, &dst_user,
+                                          src_size, dst_size, sp_size);
+        if (bs == dnnl_out_of_memory) {
+            f.status = bs;
+            f.what = "pooling backward primitive";
+            goto dnnl_fail;
+        }
+    }
     dnnl_primitive_desc_destroy(pd);
     *state = s;
     return STX_OK;
@@ -515,26 +754,72 @@ static stx_status pool_forward_dnnl(stx_op_ctx *c, pool_state *s) {
     stx_dnnl_fail f = {dnnl_success, NULL};
     STX_DNNL_TRY(&f, "input reorder",
                  stx__dnnl_reorder_run(&s->re_src, s->stream, c->in[0]->data, s->buf_src));
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DST, s->m_dst}};
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DST, s->m_dst}};
     int na = 2;
     if (s->m_scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, s->m_scratch};
+    if (s->m_ws) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE, s->m_ws};
     STX_DNNL_TRY(&f, "execute", dnnl_primitive_execute(s->prim, s->stream, na, args));
     STX_DNNL_TRY(&f, "output reorder",
                  stx__dnnl_reorder_run(&s->re_dst, s->stream, s->buf_dst, c->out[0]->data));
+    STX_DNNL_TRY(&f, "stream wait", dnnl_stream_wait(s->stream));
+    s->ws_valid = 1;
+    return STX_OK;
+dnnl_fail:
+    return stx__dnnl_err(c, f.status, f.what);
+}
+
+static stx_status pool_forward(stx_op_ctx *c, int is_max) {
+    pool_state *s = c->state;
+    if (s && !stx__ops_force_reference) return pool_forward_dnnl(c, s);
+    if (s) s->ws_valid = 0; /* the workspace no longer matches the forward values */
+    return pool_forward_ref(c, is_max);
+}
+
+static stx_status maxpool_forward(stx_op_ctx *c) {
+    return pool_forward(c, 1);
+}
+
+static stx_status avgpool_forward(stx_op_ctx *c) {
+    return pool_forward(c, 0);
+}
+
+/* d x += pooling backward of d y through oneDNN (see pool_state). */
+static stx_status pool_backward_dnnl(stx_op_ctx *c, pool_state *s, const stx_tensor *dY,
+                                     stx_tensor *dX) {
+    stx_dnnl_fail f = {dnnl_success, NULL};
+    STX_DNNL_TRY(&f, "d y reorder",
+                 stx__dnnl_reorder_run(&s->re_ddst, s->stream, dY->data, s->buf_dst));
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_DIFF_DST, s->m_ddst}, {DNNL_ARG_DIFF_SRC, s->m_dsrc}};
+    int na = 2;
+    if (s->m_bscratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, s->m_bscratch};
+    if (s->m_ws) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WORKSPACE, s->m_ws};
+    STX_DNNL_TRY(&f, "backward execute", dnnl_primitive_execute(s->bprim, s->stream, na, args));
+    STX_DNNL_TRY(&f, "d x accumulation",
+                 stx__dnnl_reorder_run(&s->re_acc, s->stream, s->buf_src, dX->data));
     STX_DNNL_TRY(&f, "stream wait", dnnl_stream_wait(s->stream));
     return STX_OK;
 dnnl_fail:
     return stx__dnnl_err(c, f.status, f.what);
 }
 
-static stx_status maxpool_forward(stx_op_ctx *c) {
-    if (c->state && !stx__ops_force_reference) return pool_forward_dnnl(c, c->state);
-    return pool_forward_ref(c, 1);
+/* Backward: oneDNN when its primitive was built (float32; MaxPool also needs the workspace of
+ * the last forward run, i.e. that run went through oneDNN too), else the reference kernels. */
+static stx_status pool_backward(stx_op_ctx *c, int is_max) {
+    pool_state *s = c->state;
+    const stx_tensor *dY = c->dout[0];
+    stx_tensor *dX = c->din[0];
+    if (!dY || !dX) return STX_OK;
+    if (s && s->bprim && !stx__ops_force_reference && (!s->m_ws || s->ws_valid) &&
+        dY->dtype == STX_DTYPE_FLOAT && dX->dtype == STX_DTYPE_FLOAT)
+        return pool_backward_dnnl(c, s, dY, dX);
+    return pool_backward_ref(c, is_max);
 }
 
-static stx_status avgpool_forward(stx_op_ctx *c) {
-    if (c->state && !stx__ops_force_reference) return pool_forward_dnnl(c, c->state);
-    return pool_forward_ref(c, 0);
+static stx_status maxpool_backward(stx_op_ctx *c) {
+    return pool_backward(c, 1);
+}
+static stx_status avgpool_backward(stx_op_ctx *c) {
+    return pool_backward(c, 0);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -550,7 +835,9 @@ static const stx_op_def op_maxpool = {.name = "MaxPool",
                                       .infer = maxpool_infer,
                                       .forward = maxpool_forward,
                                       .prepare = maxpool_prepare,
-                                      .release = pool_release};
+                                      .release = pool_release,
+                                      .backward = maxpool_backward,
+                                      .bwd_in = 0x1};
 
 static const stx_op_def op_avgpool = {.name = "AveragePool",
                                       .min_in = 1,
@@ -562,6 +849,7 @@ static const stx_op_def op_avgpool = {.name = "AveragePool",
                                       .infer = avgpool_infer,
                                       .forward = avgpool_forward,
                                       .prepare = avgpool_prepare,
-                                      .release = pool_release};
+                                      .release = pool_release,
+                                      .backward = avgpool_backward};
 
 const stx_op_def *const stx__ops_pool[] = {&op_maxpool, &op_avgpool, NULL};
