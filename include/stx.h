@@ -246,7 +246,8 @@ STX_API stx_seed stx_seed_default(void);
  * opt.grad_wrt. Each sample has its own target. The input tensors given to the run are read
  * again: keep them alive and unchanged until the backward returns. */
 STX_API stx_status stx_session_backward(stx_session *s, const stx_seed *seed);
-/* The gradient of a grad_wrt tensor after stx_session_backward (owned by the session), or NULL. */
+/* The gradient of a grad_wrt tensor after stx_session_backward (owned by the session, valid until
+ * the next run: gradients share memory with the activations of a forward pass), or NULL. */
 STX_API stx_tensor *stx_session_grad(stx_session *s, const char *name);
 /* The value of a tensor kept observable (opt.keep, grad_wrt, graph outputs) after a run, or NULL.
  */

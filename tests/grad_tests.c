@@ -181,11 +181,17 @@ static bool run_case(runner *R, const char *dir, const char *name) {
             ok = false;
             goto next;
         }
-        for (int k = 0; k < ni && ok; k++) {
-            stx_tensor *g = stx_session_grad(s, wrt[k]);
+        /* gradients are valid until the next run: copy them all first */
+        double *gcopies[8] = {0};
+        for (int k = 0; k < ni; k++) {
             int64_t n = stx_tensor_numel(ins[k]);
-            double *gcopy = malloc(sizeof(double) * (size_t)(n ? n : 1));
-            memcpy(gcopy, stx_tensor_data(g), sizeof(double) * (size_t)n);
+            gcopies[k] = malloc(sizeof(double) * (size_t)(n ? n : 1));
+            memcpy(gcopies[k], stx_tensor_data(stx_session_grad(s, wrt[k])),
+                   sizeof(double) * (size_t)n);
+        }
+        for (int k = 0; k < ni && ok; k++) {
+            const double *gcopy = gcopies[k];
+            int64_t n = stx_tensor_numel(ins[k]);
             double *x = stx_tensor_data(ins[k]);
             double gmax = 1e-12;
             for (int64_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(gcopy[i]));
@@ -211,8 +217,8 @@ static bool run_case(runner *R, const char *dir, const char *name) {
                     ok = false;
                 }
             }
-            free(gcopy);
         }
+        for (int k = 0; k < ni; k++) free(gcopies[k]);
     next:
         stx_tensor_free(rt);
         stx_session_free(s);
