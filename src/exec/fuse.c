@@ -508,16 +508,33 @@ stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
     fd.weights_desc = wany;
     STX_DNNL_TRY(&fail, "forward hint",
                  dnnl_primitive_desc_create(&hint, &fd, NULL, stx__dnnl_engine(), NULL));
-    STX_DNNL_TRY(&fail, "backward-data descriptor",
-                 dnnl_dilated_convolution_backward_data_desc_init(
-                     &bd, dnnl_convolution_direct, &f->src_md, &wany, &f->dst_md,
-                     f->fwd_desc.strides, f->fwd_desc.dilates, f->fwd_desc.padding[0],
-                     f->fwd_desc.padding[1]));
     STX_DNNL_TRY(&fail, "attributes", dnnl_primitive_attr_create(&attr));
     STX_DNNL_TRY(&fail, "scratchpad mode",
                  dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    STX_DNNL_TRY(&fail, "backward-data primitive descriptor",
-                 dnnl_primitive_desc_create(&pd, &bd, attr, stx__dnnl_engine(), hint));
+    /* First the forward's (blocked) layouts. oneDNN 2.6 has no fast AVX2 kernel for strided 3-D
+     * backward-data in blocked layouts and falls back to its naive reference one, 100x slower:
+     * then plain layouts, where its im2col+GEMM kernel applies. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        dnnl_memory_desc_t dsrc = f->src_md, ddst = f->dst_md;
+        if (attempt == 1) {
+            const stx_tensor *X = st->c.in[0], *Y = st->c.out[0];
+            STX_DNNL_TRY(&fail, "plain descriptor",
+                         stx__dnnl_md_plain(&dsrc, X->dims, X->rank, dnnl_f32));
+            STX_DNNL_TRY(&fail, "plain descriptor",
+                         stx__dnnl_md_plain(&ddst, Y->dims, Y->rank, dnnl_f32));
+        }
+        STX_DNNL_TRY(&fail, "backward-data descriptor",
+                     dnnl_dilated_convolution_backward_data_desc_init(
+                         &bd, dnnl_convolution_direct, &dsrc, &wany, &ddst, f->fwd_desc.strides,
+                         f->fwd_desc.dilates, f->fwd_desc.padding[0], f->fwd_desc.padding[1]));
+        dnnl_primitive_desc_t cand = NULL;
+        STX_DNNL_TRY(&fail, "backward-data primitive descriptor",
+                     dnnl_primitive_desc_create(&cand, &bd, attr, stx__dnnl_engine(), hint));
+        bool naive = strncmp(stx__dnnl_impl_name(cand), "ref", 3) == 0;
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        pd = cand;
+        if (!naive) break;
+    }
     STX_DNNL_TRY(&fail, "backward-data primitive", dnnl_primitive_create(&f->bwd, pd));
     {
         const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
