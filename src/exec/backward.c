@@ -278,8 +278,12 @@ stx_status stx__backward_plan(stx_session *s) {
         } else if (stx__rule_for(s, f->c.node->op_type)) {
             need_in = need_out = 0xffffffffu;
         } else {
-            need_in = f->c.node->def->bwd_in;
-            need_out = f->c.node->def->bwd_out;
+            const stx_op_def *d = f->c.node->def;
+            uint32_t din_mask = 0;
+            for (int k = 0; k < f->c.n_in && k < 32; k++)
+                if (f->c.node->in[k] >= 0 && s->need_grad[f->c.node->in[k]]) din_mask |= 1u << k;
+            need_in = d->bwd_in_for ? d->bwd_in_for(din_mask) : d->bwd_in;
+            need_out = d->bwd_out;
         }
         int *vin = &s->int_pool[ip];
         int nvin = 0;

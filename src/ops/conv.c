@@ -1101,6 +1101,11 @@ static stx_status convt_backward(stx_op_ctx *c) {
  * Backward reads W (for d x) and X (for d w, which the engine asks for only when W is a graph
  * value rather than an initialiser); B is never read.
  */
+/* d X reads W, d W reads X, d B reads neither. */
+static uint32_t conv_bwd_in_for(uint32_t din) {
+    return ((din & 1u) ? 2u : 0u) | ((din & 2u) ? 1u : 0u);
+}
+
 static const stx_op_def op_conv = {.name = "Conv",
                                    .min_in = 2,
                                    .max_in = 3,
@@ -1114,7 +1119,8 @@ static const stx_op_def op_conv = {.name = "Conv",
                                    .prepare = conv_prepare,
                                    .release = conv_release,
                                    .backward = conv_backward,
-                                   .bwd_in = 0x3};
+                                   .bwd_in = 0x3,
+                                   .bwd_in_for = conv_bwd_in_for};
 
 static const stx_op_def op_convt = {.name = "ConvTranspose",
                                     .min_in = 2,
@@ -1129,6 +1135,7 @@ static const stx_op_def op_convt = {.name = "ConvTranspose",
                                     .prepare = convt_prepare,
                                     .release = conv_release,
                                     .backward = convt_backward,
-                                    .bwd_in = 0x3};
+                                    .bwd_in = 0x3,
+                                    .bwd_in_for = conv_bwd_in_for};
 
 const stx_op_def *const stx__ops_conv[] = {&op_conv, &op_convt, NULL};

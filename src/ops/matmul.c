@@ -548,6 +548,11 @@ static const char *const gemm_attrs[] = {"alpha", "beta", "transA", "transB", "b
 static const char *const matmul_attrs[] = {NULL};
 
 /* bwd_in: dA reads B and dB reads A (C's gradient needs neither). */
+/* d A reads B, d B reads A, d C reads neither. */
+static uint32_t mm_bwd_in_for(uint32_t din) {
+    return ((din & 1u) ? 2u : 0u) | ((din & 2u) ? 1u : 0u);
+}
+
 static const stx_op_def op_gemm = {.name = "Gemm",
                                    .min_in = 2,
                                    .max_in = 3,
@@ -558,7 +563,8 @@ static const stx_op_def op_gemm = {.name = "Gemm",
                                    .forward = gemm_forward,
                                    .macs = gemm_macs,
                                    .backward = gemm_backward,
-                                   .bwd_in = 3u};
+                                   .bwd_in = 3u,
+                                   .bwd_in_for = mm_bwd_in_for};
 static const stx_op_def op_matmul = {.name = "MatMul",
                                      .min_in = 2,
                                      .max_in = 2,
@@ -569,6 +575,7 @@ static const stx_op_def op_matmul = {.name = "MatMul",
                                      .forward = matmul_forward,
                                      .macs = matmul_macs,
                                      .backward = matmul_backward,
-                                     .bwd_in = 3u};
+                                     .bwd_in = 3u,
+                                     .bwd_in_for = mm_bwd_in_for};
 
 const stx_op_def *const stx__ops_matmul[] = {&op_gemm, &op_matmul, NULL};

@@ -51,6 +51,10 @@ typedef struct stx_op_def {
      * NULL: the op is not differentiable (integer outputs: Shape, Equal, ...); gradients stop. */
     stx_status (*backward)(stx_op_ctx *c);
     uint32_t bwd_in, bwd_out;
+    /* Optional: the forward inputs the backward reads when only the inputs in din_mask (bit k =
+     * input k) need gradients, so that e.g. a convolution's input is not kept for a weight
+     * gradient nobody asks for. NULL: bwd_in. */
+    uint32_t (*bwd_in_for)(uint32_t din_mask);
 } stx_op_def;
 
 /* Looks an op up by name (default domain ""/"ai.onnx"); NULL when unsupported. */
