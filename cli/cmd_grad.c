@@ -6,16 +6,18 @@
 #include <string.h>
 
 static void grad_usage(FILE *f) {
-    fprintf(f,
-            "usage: stx grad MODEL INPUT.npy [--target K|top|K1,K2,...] [--frame T]\n"
-            "                [--score logit|prob] [--wrt input|TENSOR|MODULE] -o OUT.npy\n"
-            "                [--threads N] [--repeat R]\n"
-            "  Gradient of a class score with respect to the input or any tensor (an ONNX tensor\n"
-            "  name or a PyTorch module path such as layer4), written with that tensor's shape.\n"
-            "  --target   class per sample: one value for all samples, a comma list (one per\n"
-            "             sample), or top (default: the predicted class)\n"
-            "  --frame    frame index for models that output one prediction per frame (N,K,T)\n"
-            "  --score    logit (default) or prob (softmax probability over the class axis)\n");
+    fprintf(
+        f,
+        "usage: stx grad MODEL INPUT.npy [--target K|top|K1,K2,...] [--frame T]\n"
+        "                [--score logit|prob] [--wrt input|TENSOR|MODULE] -o OUT.npy\n"
+        "                [--threads N] [--repeat R] [--reference]\n"
+        "  Gradient of a class score with respect to the input or any tensor (an ONNX tensor\n"
+        "  name or a PyTorch module path such as layer4), written with that tensor's shape.\n"
+        "  --target   class per sample: one value for all samples, a comma list (one per\n"
+        "             sample), or top (default: the predicted class)\n"
+        "  --frame    frame index for models that output one prediction per frame (N,K,T)\n"
+        "  --score    logit (default) or prob (softmax probability over the class axis)\n"
+        "  --reference  plain reference kernels only (no oneDNN, no fusion): slow, for checks\n");
 }
 
 /* Parses "top", "K" or "K1,K2,..." into n entries (-1 = top). */
@@ -49,6 +51,7 @@ int cmd_grad(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL, *target = "top", *wrt = "input";
     const char *score = "logit";
     long threads = 0, frame = -2, repeat = 1;
+    int reference = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -73,6 +76,8 @@ int cmd_grad(int argc, char **argv) {
         } else if (strcmp(a, "--threads") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 1, 4096, &threads))
                 return cli_fail("--threads needs a positive integer");
+        } else if (strcmp(a, "--reference") == 0) {
+            reference = 1;
         } else if (strcmp(a, "--repeat") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 1, 1000000, &repeat))
                 return cli_fail("--repeat needs a positive integer");
@@ -102,8 +107,8 @@ int cmd_grad(int argc, char **argv) {
         rc = cli_fail("%s", stx_context_last_error(ctx));
         goto done;
     }
-    if (stx_tensor_dtype(x) != STX_DTYPE_FLOAT) {
-        rc = cli_fail("%s: input must be float32, got %s", input,
+    if (stx_tensor_dtype(x) != STX_DTYPE_FLOAT && stx_tensor_dtype(x) != STX_DTYPE_DOUBLE) {
+        rc = cli_fail("%s: input must be float32 (or float64 for a float64 model), got %s", input,
                       stx_dtype_name(stx_tensor_dtype(x)));
         goto done;
     }
@@ -123,6 +128,7 @@ int cmd_grad(int argc, char **argv) {
     const char *wrt_list[2] = {wrt, NULL};
     stx_session_options so = stx_session_options_default();
     so.grad_wrt = wrt_list;
+    so.use_dnnl = !reference;
     if (stx_session_create(m, &so, stx_tensor_shape(x), stx_tensor_rank(x), &s) != STX_OK) {
         rc = cli_fail("%s", stx_context_last_error(ctx));
         goto done;

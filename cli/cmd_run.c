@@ -91,8 +91,8 @@ int cmd_run(int argc, char **argv) {
         rc = cli_fail("%s", stx_context_last_error(ctx));
         goto done;
     }
-    if (stx_tensor_dtype(x) != STX_DTYPE_FLOAT) {
-        rc = cli_fail("%s: input must be float32, got %s", input,
+    if (stx_tensor_dtype(x) != STX_DTYPE_FLOAT && stx_tensor_dtype(x) != STX_DTYPE_DOUBLE) {
+        rc = cli_fail("%s: input must be float32 (or float64 for a float64 model), got %s", input,
                       stx_dtype_name(stx_tensor_dtype(x)));
         goto done;
     }

@@ -97,6 +97,10 @@ static stx_status plan_memory(stx_session *s) {
         for (int k = 0; k < sp->n_vout; k++) {
             int v = sp->vout[k];
             if (v < 0 || s->kind[v] != STX_VK_RUNTIME) continue;
+            if (idx[v] >= 0) { /* written again (gradients accumulate): one buffer throughout */
+                r[idx[v]].last = i;
+                continue;
+            }
             idx[v] = nr;
             r[nr].v = v;
             r[nr].first = i;
