@@ -4,7 +4,18 @@
 For each model of tools/export_models.py: the score is the top class's logit (or, for the
 per-frame TCN, class c at frame t; one case uses the softmax probability); PyTorch computes
 d score / d input and d score / d (module output) with a forward hook; `stx grad` computes the
-same through the exported ONNX model. Pass: max |stx - torch| <= 1e-3 * max |torch|.
+same through an ONNX export of the same model.
+
+The strict check runs in float64: the model is exported in double (so the exporter's BatchNorm
+folding rounds at 1e-16, not 1e-7) and stx runs it with its float64 kernels. Pass: max |stx -
+torch| <= 1e-3 * max |torch| (in practice ~1e-9). In float32 an exact max-error match is not a
+meaningful test: the exporter folds BatchNorm into the convolutions in float32, so the ONNX model
+differs from the PyTorch one by ~1e-7 relative, and a ReLU whose input is that close to zero flips
+(one unit of R3D-18's layer3.0 at this seed, |pre-activation| 1.2e-6), which moves the input
+gradient by a few percent at a handful of voxels in *any* float32 implementation (PyTorch's own
+float32 gradient differs from its float64 one by 2% in max error here). The float32 fused path is
+therefore checked in relative L2 error against PyTorch float64 (<= 1e-2), and its max error is
+printed.
 
 usage: test_grads.py --stx build/stx --models DIR [--only NAME,...]"""
 import argparse
@@ -31,8 +42,37 @@ CASES = {
 }
 
 
+# float64 exports use smaller clips where the model allows (the float64 kernels are the plain
+# reference ones); None: the golden input's shape
+DOUBLE_SHAPES = {"r3d_18": (1, 3, 8, 56, 56), "mc3_18": (1, 3, 8, 56, 56),
+                 "r2plus1d_18": (1, 3, 8, 56, 56), "s3d": (1, 3, 13, 209, 209)}
+
+
+def double_export(name, out_dir):
+    """The model exported in float64 (cached), and a float64 input for it."""
+    onnx_path = os.path.join(out_dir, name + ".f64.onnx")
+    inp = os.path.join(out_dir, name + ".f64.input.npy")
+    if not (os.path.exists(onnx_path) and os.path.exists(inp)):
+        shape = DOUBLE_SHAPES.get(name) or em.MODELS[name].shape
+        x = em.random_clip(shape, em.model_seed(name) + 300).astype(np.float64)
+        m = em.build_model(name).double()
+        # (not under no_grad: MultiheadAttention's inference fast path has no ONNX export)
+        torch.onnx.export(m, torch.from_numpy(x), onnx_path + ".tmp", opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          do_constant_folding=True)
+        os.replace(onnx_path + ".tmp", onnx_path)
+        np.save(inp + ".tmp.npy", x)
+        os.replace(inp + ".tmp.npy", inp)
+    return onnx_path, inp
+
+
 def torch_grads(name, module, x, target=None, frame=None, prob=False):
     m = em.build_model(name)
+    if x.dtype == np.float64:
+        m = m.double()
+    for mod in m.modules():  # in-place ReLUs would hand hooks a tensor modified later
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
     acts = {}
     mod = dict(m.named_modules())[module]
 
@@ -81,7 +121,7 @@ def main():
     work = os.path.join(a.models, "grads")
     os.makedirs(work, exist_ok=True)
 
-    def check(label, got, want, info=""):
+    def check(label, got, want, info="", l2=False):
         nonlocal passed, failed
         if got is None:
             print(f"FAIL  {label}: stx failed: {info}")
@@ -92,43 +132,53 @@ def main():
             failed += 1
             return
         err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-        ok = err <= 1e-3
-        print(f"{'PASS' if ok else 'FAIL'}  {label}: rel err {err:.2e} (max|torch| {np.abs(want).max():.3g})")
+        rl2 = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+        ok = rl2 <= 1e-2 if l2 else err <= 1e-3
+        print(f"{'PASS' if ok else 'FAIL'}  {label}: max rel err {err:.2e}, rel L2 {rl2:.2e} "
+              f"(max|torch| {np.abs(want).max():.3g})")
         passed += ok
         failed += not ok
 
     for name, (module, frame) in CASES.items():
         if only and name not in only:
             continue
-        onnx_path = os.path.join(a.models, name + ".onnx")
-        inp = os.path.join(a.models, name + ".input.npy")
-        x = np.load(inp)
-        cases = [(False, None)]
-        if name == "r3d_18":
-            cases.append((True, None))  # softmax probability score
-        for prob, target in cases:
-            c, gx, ga = torch_grads(name, module, x, target, frame, prob)
-            tag = f"{name}{'[prob]' if prob else ''}"
-            got, info = stx_grad(a.stx, onnx_path, inp, "input", os.path.join(work, "gx.npy"), c,
-                                 frame, prob)
-            check(f"{tag} d/d input", got, gx, info)
-            if not prob:
-                got, info = stx_grad(a.stx, onnx_path, inp, module, os.path.join(work, "ga.npy"),
-                                     c, frame, prob)
-                check(f"{tag} d/d {module}", got, ga, info)
-    # a batch where each sample has its own target
+        # strict: float64 export, float64 PyTorch
+        onnx64, inp64 = double_export(name, work)
+        x = np.load(inp64)
+        c, gx, ga = torch_grads(name, module, x, None, frame)
+        got, info = stx_grad(a.stx, onnx64, inp64, "input", os.path.join(work, "gx.npy"), c, frame)
+        check(f"{name} float64 d/d input", got, gx, info)
+        got, info = stx_grad(a.stx, onnx64, inp64, module, os.path.join(work, "ga.npy"), c, frame)
+        check(f"{name} float64 d/d {module}", got, ga, info)
+        if name == "r3d_18":  # the softmax-probability score
+            c, gx, _ = torch_grads(name, module, x, None, frame, prob=True)
+            got, info = stx_grad(a.stx, onnx64, inp64, "input", os.path.join(work, "gp.npy"), c,
+                                 frame, prob=True)
+            check(f"{name} float64 prob d/d input", got, gx, info)
+        # the float32 model through the fused oneDNN path, against PyTorch in float64
+        onnx32 = os.path.join(a.models, name + ".onnx")
+        inp32 = os.path.join(a.models, name + ".input.npy")
+        x32 = np.load(inp32)
+        c, gx, ga = torch_grads(name, module, x32.astype(np.float64), None, frame)
+        got, info = stx_grad(a.stx, onnx32, inp32, "input", os.path.join(work, "gx.npy"), c, frame)
+        check(f"{name} float32 d/d input", got, gx, info, l2=True)
+        got, info = stx_grad(a.stx, onnx32, inp32, module, os.path.join(work, "ga.npy"), c, frame)
+        check(f"{name} float32 d/d {module}", got, ga, info, l2=True)
+    # a batch where each sample has its own target (float64)
     if not only or "r3d_18" in only:
-        xb = em.make_input("r3d_18", batch=2)
+        onnx64, inp64 = double_export("r3d_18", work)
+        x1 = np.load(inp64)
+        xb = np.concatenate([x1, -0.5 * x1], axis=0)
         bpath = os.path.join(work, "r3d_b2.npy")
         np.save(bpath, xb)
-        m = em.build_model("r3d_18")
+        m = em.build_model("r3d_18").double()
         xt = torch.from_numpy(xb).requires_grad_(True)
         y = m(xt)
         targets = [3, 117]
         (y[0, targets[0]] + y[1, targets[1]]).backward()
-        got, info = stx_grad(a.stx, os.path.join(a.models, "r3d_18.onnx"), bpath, "input",
-                             os.path.join(work, "gb.npy"), ",".join(map(str, targets)))
-        check("r3d_18 batch of 2, targets 3 and 117", got, xt.grad.numpy(), info)
+        got, info = stx_grad(a.stx, onnx64, bpath, "input", os.path.join(work, "gb.npy"),
+                             ",".join(map(str, targets)))
+        check("r3d_18 float64 batch of 2, targets 3 and 117", got, xt.grad.numpy(), info)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
