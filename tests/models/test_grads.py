@@ -17,7 +17,7 @@ float32 gradient differs from its float64 one by 2% in max error here). The floa
 therefore checked in relative L2 error against PyTorch float64 (<= 1e-2), and its max error is
 printed.
 
-usage: test_grads.py --stx build/stx --models DIR [--only NAME,...]"""
+usage: test_grads.py --stx build/stx --models DIR [--only NAME,...] [--quick]"""
 import argparse
 import os
 import subprocess
@@ -109,8 +109,13 @@ def main():
     ap.add_argument("--stx", required=True)
     ap.add_argument("--models", required=True)
     ap.add_argument("--only", default="")
+    ap.add_argument("--quick", action="store_true",
+                    help="CI subset: r3d_18 and the small models (mc3_18, r2plus1d_18 and s3d "
+                         "take ~2-5 minutes each; run them without --quick)")
     a = ap.parse_args()
     only = [x for x in a.only.split(",") if x]
+    if a.quick and not only:
+        only = ["r3d_18", "vivit_tiny", "cnn_lstm", "tcn"]
     missing = [n for n in CASES if not em.complete(n, a.models)]
     if missing:
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export_models.py"),
