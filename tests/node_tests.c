@@ -335,7 +335,9 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--reference") == 0)
             R.reference = 1; /* reference kernels only: no oneDNN, no fusion */
         else {
-            fprintf(stderr, "usage: stx_node_tests [-d DIR] [-p SUBSTRING] [-v] [--report] [--reference]\n");
+            fprintf(
+                stderr,
+                "usage: stx_node_tests [-d DIR] [-p SUBSTRING] [-v] [--report] [--reference]\n");
             return 2;
         }
     }
