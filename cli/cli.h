@@ -15,6 +15,8 @@ bool cli_parse_shape(const char *s, int64_t *dims, int *rank);
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
 /* Creates the context honouring --threads (0: default). */
 int cli_context(int threads, stx_context **ctx);
+/* Loads a .npy input tensor (float32, or float64 for float64 models); one-line error. */
+int cli_load_input(stx_context *ctx, const char *path, stx_tensor **x);
 /* Loads a model, printing a one-line error on failure. */
 int cli_load_model(stx_context *ctx, const char *path, stx_model **m);
 double cli_now_ms(void);

@@ -103,15 +103,7 @@ int cmd_grad(int argc, char **argv) {
     int rc = cli_context((int)threads, &ctx);
     if (rc) return rc;
     if ((rc = cli_load_model(ctx, model, &m))) goto done;
-    if (stx_tensor_load_npy(ctx, input, &x) != STX_OK) {
-        rc = cli_fail("%s", stx_context_last_error(ctx));
-        goto done;
-    }
-    if (stx_tensor_dtype(x) != STX_DTYPE_FLOAT && stx_tensor_dtype(x) != STX_DTYPE_DOUBLE) {
-        rc = cli_fail("%s: input must be float32 (or float64 for a float64 model), got %s", input,
-                      stx_dtype_name(stx_tensor_dtype(x)));
-        goto done;
-    }
+    if ((rc = cli_load_input(ctx, input, &x))) goto done;
     int64_t n = stx_tensor_rank(x) > 0 ? stx_tensor_shape(x)[0] : 1;
     targets = calloc((size_t)n, sizeof *targets);
     frames = calloc((size_t)n, sizeof *frames);

@@ -16,7 +16,7 @@ static void run_usage(FILE *f) {
 }
 
 /* Prints the top-k entries of each row of a (N, K) or (N, K, ...) output. */
-static void print_topk(const stx_tensor *y, int topk, const stx_model *m) {
+static void print_topk(const stx_tensor *y, int topk) {
     const float *p = stx_tensor_data_const(y);
     const int64_t *d = stx_tensor_shape(y);
     int r = stx_tensor_rank(y);
@@ -24,8 +24,6 @@ static void print_topk(const stx_tensor *y, int topk, const stx_model *m) {
     int64_t k = 1;
     for (int i = 1; i < r; i++) k *= d[i];
     if (r < 2 || topk <= 0) return;
-    const char *names = stx_model_metadata(m, "stx.classes");
-    (void)names;
     int tk = topk < k ? topk : (int)k;
     int *best = malloc(sizeof(int) * (size_t)tk);
     if (!best) return;
@@ -87,15 +85,7 @@ int cmd_run(int argc, char **argv) {
     int rc = cli_context((int)threads, &ctx);
     if (rc) return rc;
     if ((rc = cli_load_model(ctx, model, &m))) goto done;
-    if (stx_tensor_load_npy(ctx, input, &x) != STX_OK) {
-        rc = cli_fail("%s", stx_context_last_error(ctx));
-        goto done;
-    }
-    if (stx_tensor_dtype(x) != STX_DTYPE_FLOAT && stx_tensor_dtype(x) != STX_DTYPE_DOUBLE) {
-        rc = cli_fail("%s: input must be float32 (or float64 for a float64 model), got %s", input,
-                      stx_dtype_name(stx_tensor_dtype(x)));
-        goto done;
-    }
+    if ((rc = cli_load_input(ctx, input, &x))) goto done;
     if (stx_session_create(m, NULL, stx_tensor_shape(x), stx_tensor_rank(x), &s) != STX_OK) {
         rc = cli_fail("%s: %s", input, stx_context_last_error(ctx));
         goto done;
@@ -117,7 +107,7 @@ int cmd_run(int argc, char **argv) {
     } else {
         printf("time_ms: %.3f\n", best);
     }
-    print_topk(y, (int)topk, m);
+    print_topk(y, (int)topk);
     if (out && stx_tensor_save_npy(ctx, y, out) != STX_OK) {
         rc = cli_fail("%s", stx_context_last_error(ctx));
         goto done;

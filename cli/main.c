@@ -60,6 +60,20 @@ int cli_load_model(stx_context *ctx, const char *path, stx_model **m) {
     return 0;
 }
 
+int cli_load_input(stx_context *ctx, const char *path, stx_tensor **x) {
+    if (stx_tensor_load_npy(ctx, path, x) != STX_OK)
+        return cli_fail("%s", stx_context_last_error(ctx));
+    stx_dtype dt = stx_tensor_dtype(*x);
+    if (dt != STX_DTYPE_FLOAT && dt != STX_DTYPE_DOUBLE) {
+        int rc = cli_fail("%s: input must be float32 (or float64 for a float64 model), got %s",
+                          path, stx_dtype_name(dt));
+        stx_tensor_free(*x);
+        *x = NULL;
+        return rc;
+    }
+    return 0;
+}
+
 double cli_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -10,6 +10,7 @@
  *
  * usage: stx_grad_tests -d DIR [-p SUBSTRING] [-v] */
 #include "core/core.h"
+#include "forward_ops.h"
 #include "ops/ops.h"
 #include "stx.h"
 
@@ -20,65 +21,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* The forward set of issue #2. */
-static const char *const forward_ops[] = {"Conv",
-                                          "ConvTranspose",
-                                          "BatchNormalization",
-                                          "Relu",
-                                          "LeakyRelu",
-                                          "Sigmoid",
-                                          "Tanh",
-                                          "Clip",
-                                          "Erf",
-                                          "Gelu",
-                                          "Softplus",
-                                          "Add",
-                                          "Sub",
-                                          "Mul",
-                                          "Div",
-                                          "Pow",
-                                          "Sqrt",
-                                          "Exp",
-                                          "Log",
-                                          "Neg",
-                                          "Abs",
-                                          "Max",
-                                          "Min",
-                                          "MaxPool",
-                                          "AveragePool",
-                                          "GlobalAveragePool",
-                                          "GlobalMaxPool",
-                                          "ReduceMean",
-                                          "ReduceSum",
-                                          "ReduceMax",
-                                          "ReduceMin",
-                                          "Gemm",
-                                          "MatMul",
-                                          "Flatten",
-                                          "Reshape",
-                                          "Transpose",
-                                          "Squeeze",
-                                          "Unsqueeze",
-                                          "Concat",
-                                          "Split",
-                                          "Slice",
-                                          "Gather",
-                                          "Identity",
-                                          "Dropout",
-                                          "Softmax",
-                                          "LogSoftmax",
-                                          "LayerNormalization",
-                                          "Pad",
-                                          "Constant",
-                                          "ConstantOfShape",
-                                          "Shape",
-                                          "Expand",
-                                          "Where",
-                                          "Equal",
-                                          "Cast",
-                                          "LSTM",
-                                          "GRU",
-                                          NULL};
 /* Outputs that are integers, booleans or constants: no gradient flows through them. */
 static const char *const nondifferentiable[] = {"Constant", "ConstantOfShape", "Shape", "Equal",
                                                 NULL};

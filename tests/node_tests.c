@@ -7,6 +7,7 @@
  *
  * usage: stx_node_tests [-d DIR] [-p SUBSTRING] [-v] [--report] [--reference]
  * Prints one line per case and "N passed, M failed" at the end; exits 1 on any failure. */
+#include "forward_ops.h"
 #include "onnx/onnx.h"
 #include "stx.h"
 
@@ -17,64 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static const char *const our_ops[] = {"Conv",
-                                      "ConvTranspose",
-                                      "BatchNormalization",
-                                      "Relu",
-                                      "LeakyRelu",
-                                      "Sigmoid",
-                                      "Tanh",
-                                      "Clip",
-                                      "Erf",
-                                      "Gelu",
-                                      "Softplus",
-                                      "Add",
-                                      "Sub",
-                                      "Mul",
-                                      "Div",
-                                      "Pow",
-                                      "Sqrt",
-                                      "Exp",
-                                      "Log",
-                                      "Neg",
-                                      "Abs",
-                                      "Max",
-                                      "Min",
-                                      "MaxPool",
-                                      "AveragePool",
-                                      "GlobalAveragePool",
-                                      "GlobalMaxPool",
-                                      "ReduceMean",
-                                      "ReduceSum",
-                                      "ReduceMax",
-                                      "ReduceMin",
-                                      "Gemm",
-                                      "MatMul",
-                                      "Flatten",
-                                      "Reshape",
-                                      "Transpose",
-                                      "Squeeze",
-                                      "Unsqueeze",
-                                      "Concat",
-                                      "Split",
-                                      "Slice",
-                                      "Gather",
-                                      "Identity",
-                                      "Dropout",
-                                      "Softmax",
-                                      "LogSoftmax",
-                                      "LayerNormalization",
-                                      "Pad",
-                                      "Constant",
-                                      "ConstantOfShape",
-                                      "Shape",
-                                      "Expand",
-                                      "Where",
-                                      "Equal",
-                                      "Cast",
-                                      "LSTM",
-                                      "GRU",
-                                      NULL};
+#define our_ops forward_ops
 
 /* Cases of our ops, with only float32/int64/bool tensors, that are knowingly not supported. */
 static const struct {

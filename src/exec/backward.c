@@ -212,7 +212,7 @@ stx_status stx__backward_plan(stx_session *s) {
     }
 
     /* pools for backward steps' value lists and pointer arrays */
-    int nb = 0, nint = 2 + s->n_wrt, nptr = 0;
+    int nint = 2 + s->n_wrt, nptr = 0;
     for (int i = 0; i < nf; i++) {
         const stx_step *st = &s->steps[i];
         nint += 2 * (st->n_vin + st->n_vout);
@@ -326,7 +326,6 @@ stx_status stx__backward_plan(stx_session *s) {
             b->c.dout[k] = (v >= 0 && s->need_grad[v]) ? &s->vals[nv + v] : NULL;
         }
     }
-    (void)nb;
     stx__free(ctx, seen);
     s->n_steps = w;
     return STX_OK;
