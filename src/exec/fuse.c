@@ -17,6 +17,7 @@
  * oneDNN's convolution backward-data with the folded weights (BatchNorm is affine).
  */
 #include "../ops/dnnl_util.h"
+#include "../ops/spatial.h"
 #include "session.h"
 
 #include <math.h>
@@ -278,7 +279,7 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
      * right pads from the inferred output size */
     dnnl_dims_t strides, dil, pl, pr;
     const int64_t *a;
-    const char *autopad = stx__attr_str(n, "auto_pad", "NOTSET");
+    int autopad = parse_auto_pad(stx__attr_str(n, "auto_pad", "NOTSET"));
     for (int k = 0; k < nd; k++) {
         strides[k] = 1;
         dil[k] = 0;
@@ -292,11 +293,11 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
         int64_t in = X->dims[2 + k], out = Y->dims[2 + k], ks = W->dims[2 + k];
         int64_t ext = (ks - 1) * (dil[k] + 1) + 1;
         int64_t total = (out - 1) * strides[k] + ext - in;
-        if (strcmp(autopad, "SAME_UPPER") == 0)
+        if (autopad == PAD_SAME_UPPER)
             pl[k] = total > 0 ? total / 2 : 0;
-        else if (strcmp(autopad, "SAME_LOWER") == 0)
+        else if (autopad == PAD_SAME_LOWER)
             pl[k] = total > 0 ? total - total / 2 : 0;
-        else if (strcmp(autopad, "VALID") == 0)
+        else if (autopad == PAD_VALID)
             pl[k] = 0;
         else if (stx__attr_ints(n, "pads", &a) == 2 * nd)
             pl[k] = a[k];

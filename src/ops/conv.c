@@ -32,6 +32,7 @@
  * kernels) are computed only when the engine asks for them. See "Backward" below.
  */
 #include "dnnl_util.h"
+#include "spatial.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -43,24 +44,6 @@ int stx__ops_force_reference = 0;
 /* Largest accepted kernel/stride/dilation/pad value: keeps all index arithmetic far from int64
  * overflow whatever a (malformed) model says. */
 #define CONV_ATTR_MAX ((int64_t)1 << 31)
-
-typedef enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID } pad_mode;
-
-static int parse_auto_pad(const char *s) {
-    if (!s || !*s || strcmp(s, "NOTSET") == 0) return PAD_NOTSET;
-    if (strcmp(s, "SAME_UPPER") == 0) return PAD_SAME_UPPER;
-    if (strcmp(s, "SAME_LOWER") == 0) return PAD_SAME_LOWER;
-    if (strcmp(s, "VALID") == 0) return PAD_VALID;
-    return -1;
-}
-
-/* Floor and ceiling of a / b for b > 0 and any sign of a. */
-static int64_t div_floor(int64_t a, int64_t b) {
-    return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-static int64_t div_ceil(int64_t a, int64_t b) {
-    return a >= 0 ? (a + b - 1) / b : -((-a) / b);
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Attributes and geometry

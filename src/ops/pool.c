@@ -29,6 +29,7 @@
  * workspace of selected taps).
  */
 #include "dnnl_util.h"
+#include "spatial.h"
 
 #include <float.h>
 #include <stdio.h>
@@ -39,23 +40,6 @@ extern int stx__ops_force_reference;
 
 #define POOL_ATTR_MAX ((int64_t)1 << 31)
 #define POOL_PAR_MIN 16384 /* below this many window taps in total, stay single-threaded */
-
-typedef enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID } pad_mode;
-
-static int parse_auto_pad(const char *s) {
-    if (!s || !*s || strcmp(s, "NOTSET") == 0) return PAD_NOTSET;
-    if (strcmp(s, "SAME_UPPER") == 0) return PAD_SAME_UPPER;
-    if (strcmp(s, "SAME_LOWER") == 0) return PAD_SAME_LOWER;
-    if (strcmp(s, "VALID") == 0) return PAD_VALID;
-    return -1;
-}
-
-static int64_t div_floor(int64_t a, int64_t b) {
-    return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-static int64_t div_ceil(int64_t a, int64_t b) {
-    return a >= 0 ? (a + b - 1) / b : -((-a) / b);
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Attributes and geometry
