@@ -1,5 +1,5 @@
-/* cmd_grad.c: `stx grad MODEL INPUT --target K|top [--frame T] [--score logit|prob]
- *              [--wrt input|TENSOR|MODULE] -o OUT.npy` */
+/* cmd_grad.c: `stx grad MODEL INPUT --target K|NAME|top [--frame T] [--score logit|prob]
+ *              [--wrt input|TENSOR|MODULE] -o OUT.npy [model-fact flags]` */
 #include "cli.h"
 
 #include <stdlib.h>
@@ -8,102 +8,149 @@
 static void grad_usage(FILE *f) {
     fprintf(
         f,
-        "usage: stx grad MODEL INPUT.npy [--target K|top|K1,K2,...] [--frame T]\n"
+        "usage: stx grad MODEL INPUT.npy [--target K|NAME|top|K1,K2,...] [--frame T]\n"
         "                [--score logit|prob] [--wrt input|TENSOR|MODULE] -o OUT.npy\n"
-        "                [--threads N] [--repeat R] [--reference]\n"
+        "                [--threads N] [--repeat R] [--reference] [--output-name NAME]\n"
+        "                [--layout L] [--mean a,b,c] [--std a,b,c] [--frame-size HxW]\n"
+        "                [--classes a,b,c|@FILE]\n"
         "  Gradient of a class score with respect to the input or any tensor (an ONNX tensor\n"
         "  name or a PyTorch module path such as layer4), written with that tensor's shape.\n"
-        "  --target   class per sample: one value for all samples, a comma list (one per\n"
-        "             sample), or top (default: the predicted class)\n"
+        "  INPUT.npy is the model's float32 input or uint8 video frames (see 'stx run --help').\n"
+        "  --target   class per sample: an index or a class name, for all samples, a comma list\n"
+        "             (one per sample), or top (default: the predicted class)\n"
         "  --frame    frame index for models that output one prediction per frame (N,K,T)\n"
         "  --score    logit (default) or prob (softmax probability over the class axis)\n"
-        "  --reference  plain reference kernels only (no oneDNN, no fusion): slow, for checks\n");
+        "  --reference  plain reference kernels only (no oneDNN, no fusion): slow, for checks\n"
+        "%s"
+        "  (--output-name picks the output whose score is differentiated)\n",
+        CLI_FACT_FLAGS_HELP);
 }
 
-/* Parses "top", "K" or "K1,K2,..." into n entries (-1 = top). */
-static bool parse_targets(const char *s, int64_t *t, int64_t n) {
-    if (strcmp(s, "top") == 0) {
-        for (int64_t i = 0; i < n; i++) t[i] = -1;
-        return true;
-    }
+/* Parses "top", or one or n comma-separated entries, each "top", a class index or a class name,
+ * into n targets (-1 = top). Returns 0, or 1 after a one-line error. */
+static int parse_targets(const char *s, const cli_resolved *r, int64_t *t, int64_t n) {
     int64_t k = 0;
     const char *p = s;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0) return false;
-        if (k >= n) return false;
-        t[k++] = v;
-        p = end;
-        if (*p == ',')
-            p++;
-        else if (*p)
-            return false;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char tok[256];
+        if (len == 0 || len >= sizeof tok)
+            return cli_fail("--target '%s': entry %lld is %s", s, (long long)k + 1,
+                            len ? "too long" : "empty");
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        if (k >= n)
+            return cli_fail("--target '%s': more entries than the %lld samples", s, (long long)n);
+        char *e;
+        long v = strtol(tok, &e, 10);
+        if (strcmp(tok, "top") == 0) {
+            t[k] = -1;
+        } else if (*e == '\0' && tok[0] >= '0' && tok[0] <= '9') {
+            t[k] = v;
+        } else if ((t[k] = cli_class_index(r, tok)) < 0) {
+            if (r->n_classes == 0)
+                return cli_fail("--target '%s': '%s' is not a class index, and the model names "
+                                "no classes (give --classes)",
+                                s, tok);
+            char list[256];
+            size_t q = 0;
+            list[0] = '\0';
+            for (int c = 0; c < r->n_classes && q < sizeof list; c++)
+                q += (size_t)snprintf(list + q, sizeof list - q, "%s%s", c ? "," : "",
+                                      r->class_names[c]);
+            if (q >= sizeof list) strcpy(list + sizeof list - 4, "...");
+            return cli_fail("--target '%s': unknown class '%s' (classes: %s)", s, tok, list);
+        }
+        k++;
+        if (!end) break;
+        p = end + 1;
     }
     if (k == 1)
         for (int64_t i = 1; i < n; i++) t[i] = t[0];
     else if (k != n)
-        return false;
-    return true;
+        return cli_fail(
+            "--target '%s': %lld entries for %lld samples (give one, or one per sample)", s,
+            (long long)k, (long long)n);
+    return 0;
 }
 
 int cmd_grad(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL, *target = "top", *wrt = "input";
     const char *score = "logit";
     long threads = 0, frame = -2, repeat = 1;
-    int reference = 0;
-    for (int i = 1; i < argc; i++) {
+    int reference = 0, rc = 0;
+    cli_facts facts = {0};
+    for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+        int ff = cli_fact_flag(argc, argv, &i, &facts);
+        if (ff < 0) {
+            rc = 1;
+        } else if (ff > 0) {
+            continue;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             grad_usage(stdout);
+            cli_facts_free(&facts);
             return 0;
         } else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {
-            if (++i >= argc) return cli_fail("%s needs a file name", a);
-            out = argv[i];
+            if (++i >= argc)
+                rc = cli_fail("%s needs a file name", a);
+            else
+                out = argv[i];
         } else if (strcmp(a, "--target") == 0) {
-            if (++i >= argc) return cli_fail("--target needs a class index, a list or top");
-            target = argv[i];
+            if (++i >= argc)
+                rc = cli_fail("--target needs a class index or name, a list or top");
+            else
+                target = argv[i];
         } else if (strcmp(a, "--wrt") == 0) {
-            if (++i >= argc) return cli_fail("--wrt needs input, a tensor name or a module path");
-            wrt = argv[i];
+            if (++i >= argc)
+                rc = cli_fail("--wrt needs input, a tensor name or a module path");
+            else
+                wrt = argv[i];
         } else if (strcmp(a, "--score") == 0) {
             if (++i >= argc || (strcmp(argv[i], "logit") && strcmp(argv[i], "prob")))
-                return cli_fail("--score must be logit or prob");
-            score = argv[i];
+                rc = cli_fail("--score must be logit or prob");
+            else
+                score = argv[i];
         } else if (strcmp(a, "--frame") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 0, 1L << 40, &frame))
-                return cli_fail("--frame needs a non-negative frame index");
+                rc = cli_fail("--frame needs a non-negative frame index");
         } else if (strcmp(a, "--threads") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 1, 4096, &threads))
-                return cli_fail("--threads needs a positive integer");
+                rc = cli_fail("--threads needs a positive integer");
         } else if (strcmp(a, "--reference") == 0) {
             reference = 1;
         } else if (strcmp(a, "--repeat") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 1, 1000000, &repeat))
-                return cli_fail("--repeat needs a positive integer");
+                rc = cli_fail("--repeat needs a positive integer");
         } else if (a[0] == '-' && a[1]) {
-            return cli_fail("grad: unknown option '%s' (try 'stx grad --help')", a);
+            rc = cli_fail("grad: unknown option '%s' (try 'stx grad --help')", a);
         } else if (!model) {
             model = a;
         } else if (!input) {
             input = a;
         } else {
-            return cli_fail("grad: unexpected argument '%s'", a);
+            rc = cli_fail("grad: unexpected argument '%s'", a);
         }
     }
-    if (!model || !input || !out) {
+    if (!rc && (!model || !input || !out)) {
         grad_usage(stderr);
-        return 2;
+        rc = 2;
+    }
+    if (rc) {
+        cli_facts_free(&facts);
+        return rc;
     }
     stx_context *ctx = NULL;
     stx_model *m = NULL;
     stx_session *s = NULL;
     stx_tensor *x = NULL;
     int64_t *targets = NULL, *frames = NULL;
-    int rc = cli_context((int)threads, &ctx);
-    if (rc) return rc;
+    cli_resolved res;
+    if ((rc = cli_context((int)threads, &ctx))) goto done;
     if ((rc = cli_load_model(ctx, model, &m))) goto done;
-    if ((rc = cli_load_input(ctx, input, &x))) goto done;
+    if ((rc = cli_resolve_facts(m, &facts, true, &res))) goto done;
+    if ((rc = cli_load_input(ctx, input, &res, &x))) goto done;
     int64_t n = stx_tensor_rank(x) > 0 ? stx_tensor_shape(x)[0] : 1;
     targets = calloc((size_t)n, sizeof *targets);
     frames = calloc((size_t)n, sizeof *frames);
@@ -111,15 +158,12 @@ int cmd_grad(int argc, char **argv) {
         rc = cli_fail("out of memory");
         goto done;
     }
-    if (!parse_targets(target, targets, n)) {
-        rc = cli_fail("--target '%s': expected top, a class index or %lld comma-separated indices",
-                      target, (long long)n);
-        goto done;
-    }
+    if ((rc = parse_targets(target, &res, targets, n))) goto done;
     for (int64_t i = 0; i < n; i++) frames[i] = frame >= 0 ? frame : -1;
     const char *wrt_list[2] = {wrt, NULL};
     stx_session_options so = stx_session_options_default();
     so.grad_wrt = wrt_list;
+    so.grad_output = res.output;
     so.use_dnnl = !reference;
     if (stx_session_create(m, &so, stx_tensor_shape(x), stx_tensor_rank(x), &s) != STX_OK) {
         rc = cli_fail("%s", stx_context_last_error(ctx));
@@ -147,9 +191,12 @@ int cmd_grad(int argc, char **argv) {
         if (t2 - t0 < best_t) best_t = t2 - t0;
     }
     const int64_t *used = stx_session_seeded_targets(s);
-    for (int64_t i = 0; i < n; i++)
-        printf("sample %lld: class %lld%s\n", (long long)i, (long long)used[i],
-               targets[i] < 0 ? " (top)" : "");
+    if (stx_model_num_outputs(m) > 1) printf("output: %s\n", res.output_name);
+    for (int64_t i = 0; i < n; i++) {
+        const char *name = cli_class_name(&res, used[i]);
+        printf("sample %lld: class %lld%s%s%s\n", (long long)i, (long long)used[i], name ? " " : "",
+               name ? name : "", targets[i] < 0 ? " (top)" : "");
+    }
     printf("forward_ms: %.3f\nbackward_ms: %.3f\ntime_ms_best: %.3f\n", best_f, best_b, best_t);
     stx_tensor *g = stx_session_grad(s, wrt);
     if (!g || stx_tensor_save_npy(ctx, g, out) != STX_OK) {
@@ -163,5 +210,6 @@ done:
     stx_session_free(s);
     stx_model_free(m);
     stx_context_free(ctx);
+    cli_facts_free(&facts);
     return rc;
 }

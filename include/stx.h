@@ -179,6 +179,78 @@ STX_API stx_status stx_model_resolve_tensor(const stx_model *m, const char *name
                                             const char **tensor_name);
 
 /* ---------------------------------------------------------------------------------------------
+ * Model facts: what a model says about itself in its `stx.*` metadata_props.
+ *
+ * Keys (all optional; stx's model zoo writes them, older exports only stx.layout):
+ *   stx.name, stx.task ("clip" | "frame" | "frame-features"), stx.classes ("a,b,c"),
+ *   stx.layout ("NCTHW" | "NTCHW" | "NCHW" | "NCT"), stx.mean and stx.std ("0.45,0.45,0.45",
+ *   for pixels scaled to [0,1]), stx.clip_length (frames, 0 = any), stx.frame_size ("64x64",
+ *   HxW), stx.target_layer (module path or tensor name), stx.token_grid ("8x4x4", T x H x W of
+ *   a transformer's tokens), stx.output (the graph output holding the class scores).
+ * The facts are parsed once, at load. A malformed value does not fail the load (the model still
+ * runs): that key is left absent from the facts and its message is kept for the calls below.
+ */
+typedef struct stx_model_facts {
+    size_t size;              /* sizeof(stx_model_facts), set by stx_model_facts_get */
+    const char *name;         /* stx.name */
+    const char *task;         /* stx.task: "clip", "frame" (one prediction per frame, outputs
+                                 (N, K, T)) or "frame-features" (a per-frame feature extractor) */
+    const char *layout;       /* stx.layout: the first input's axes, "NCTHW", "NTCHW", "NCHW"
+                                 (single frames) or "NCT" (a sequence of feature vectors);
+                                 checked against the input's rank when that is declared */
+    const char *target_layer; /* stx.target_layer: a tensor or module of the model (checked) */
+    const char *output;       /* stx.output: a graph output's name (checked); NULL: output 0 */
+    int num_classes;          /* stx.classes: number of class names (distinct, non-empty) */
+    const char *const *class_names; /* num_classes names, in class-index order */
+    /* stx.mean and stx.std: x = (v / 255 - mean) / std per RGB channel. has_normalization is 1
+     * when both keys parsed; each array is also filled alone when only its own key parsed. */
+    int has_normalization;
+    float mean[3], std[3];
+    int clip_length;               /* stx.clip_length: frames per clip; 0: unknown or any */
+    int frame_height, frame_width; /* stx.frame_size; 0: unknown */
+    int token_grid[3];             /* stx.token_grid: T, H, W of the token grid; 0s when absent */
+} stx_model_facts;
+
+/* Fills *out with the model's facts. Every string (and the class-name array) is owned by the
+ * model. When some key was malformed, *out is still filled (that key absent) and the first
+ * malformed key's message is returned as STX_E_FORMAT on the context's error, for example
+ * "model.onnx: metadata 'stx.mean' = 'a,b': expected 3 comma-separated numbers". */
+STX_API stx_status stx_model_facts_get(const stx_model *m, stx_model_facts *out);
+/* The i-th malformed metadata key's message (NULL past the last one), and its key
+ * ("stx.mean") in *key when key != NULL. Lets a caller that overrides a key ignore its error. */
+STX_API const char *stx_model_facts_error(const stx_model *m, int i, const char **key);
+/* Index of a class name in stx.classes; -1 when unknown (or the model names no classes). */
+STX_API int stx_model_class_index(const stx_model *m, const char *name);
+
+/* ---------------------------------------------------------------------------------------------
+ * Video preprocessing: uint8 frames to a model's float32 input.
+ */
+typedef struct stx_preprocess {
+    size_t size;           /* sizeof(stx_preprocess), set by the default getter */
+    const char *layout;    /* output axes: "NCTHW" (default), "NTCHW", or "NCHW" (frames become the
+                              batch); NULL: "NCTHW" */
+    int normalize;         /* 1: x = (v / 255 - mean) / std per channel; 0 (default): x = v / 255 */
+    float mean[3], std[3]; /* RGB; default 0 and 1; std must be > 0 when normalize is set */
+    int height, width;     /* resize every frame to this size first (bilinear); 0: keep */
+} stx_preprocess;
+
+STX_API stx_preprocess stx_preprocess_default(void);
+/* Fills layout, normalisation and frame size from the model's facts, leaving *p's values where
+ * a fact is absent. On malformed metadata it fills what parsed and returns that error (as
+ * stx_model_facts_get does). p->layout then points into the model. */
+STX_API stx_status stx_preprocess_from_model(const stx_model *m, stx_preprocess *p);
+/* frames: uint8 (T, H, W, C) or (N, T, H, W, C), C = 3 (RGB) or 1 (grey, replicated to 3).
+ * *out (a new float32 tensor, freed by the caller) is, with H', W' the resized frame size:
+ *   NCTHW -> (N, 3, T, H', W');  NTCHW -> (N, T, 3, H', W');  NCHW -> (N*T, 3, H', W').
+ * Without resizing the values equal numpy's float32 `x = v.astype(np.float32) / np.float32(255);
+ * x = (x - mean) / std` bit for bit. Resizing is bilinear on v / 255 (before normalisation) with
+ * half-pixel centres, as torch.nn.functional.interpolate(mode='bilinear', align_corners=False,
+ * antialias=False): the source coordinate of output pixel d is (d + 0.5) * in / out - 0.5,
+ * clamped at 0, and the neighbour index is clamped to the last pixel. */
+STX_API stx_status stx_frames_to_input(stx_context *ctx, const stx_tensor *frames,
+                                       const stx_preprocess *p, stx_tensor **out);
+
+/* ---------------------------------------------------------------------------------------------
  * Sessions: a plan for one concrete input shape, and the run state (per thread).
  */
 typedef struct stx_session stx_session;

@@ -84,11 +84,28 @@ typedef struct stx_graph {
     int hash_cap;
 } stx_graph;
 
+/* The stx.* metadata parsed at load time (graph/facts.c). A malformed key is left out of pub and
+ * keeps one message; there is at most one message per key. */
+#define STX__FACTS_MAX_ERRORS 16
+typedef struct stx_facts {
+    stx_model_facts pub;     /* strings point into the graph's metadata values or class_buf */
+    char *class_buf;         /* the class names, each NUL-terminated, back to back */
+    const char **class_ptrs; /* pub.num_classes pointers into class_buf */
+    int n_errors;
+    const char *err_key[STX__FACTS_MAX_ERRORS]; /* static strings ("stx.mean") */
+    char *err_msg[STX__FACTS_MAX_ERRORS];
+} stx_facts;
+
 struct stx_model {
     stx_context *ctx;
     stx_graph g;
     char *path;
+    stx_facts facts;
 };
+
+/* Parses m->g's metadata into m->facts. Fails only when out of memory. */
+stx_status stx__facts_parse(stx_model *m);
+void stx__facts_free(stx_model *m);
 
 stx_graph *stx__graph_init(stx_graph *g, stx_context *ctx);
 void stx__graph_free(stx_graph *g);

@@ -23,6 +23,7 @@ stx_status stx_model_load(stx_context *ctx, const char *path, const stx_model_op
     m->path = stx__strdup(ctx, path);
     stx_status st = m->path ? stx__onnx_load_graph(ctx, path, &m->g, &ctx->err)
                             : stx__errf(&ctx->err, STX_E_NOMEM, "out of memory");
+    if (!st) st = stx__facts_parse(m);
     if (st) {
         stx_model_free(m);
         return st;
@@ -34,6 +35,7 @@ stx_status stx_model_load(stx_context *ctx, const char *path, const stx_model_op
 void stx_model_free(stx_model *m) {
     if (!m) return;
     stx_context *ctx = m->ctx;
+    stx__facts_free(m);
     stx__graph_free(&m->g);
     stx__free(ctx, m->path);
     stx__free(ctx, m);
