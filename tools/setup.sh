@@ -3,9 +3,13 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
 
+# libopenblas0-openmp: Debian's PyTorch calls the system BLAS (update-alternatives picks
+# OpenBLAS over the reference BLAS once it is installed): without it PyTorch's matrix products,
+# and so the zoo's training and the PyTorch side of the benchmarks, are several times slower.
 PACKAGES="build-essential cmake pkg-config clang-format
 libdnnl-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata
-python3 python3-numpy python3-torch python3-torchvision python3-onnx"
+python3 python3-numpy python3-pil python3-torch python3-torchvision python3-onnx
+libopenblas0-openmp"
 
 missing=""
 for p in $PACKAGES; do
