@@ -155,32 +155,44 @@ def action_r2plus1d(num_classes=8):
 # ----------------------------------------------------------------------------------------------
 
 class FrameCNN(nn.Module):
-    """2-D CNN on single frames: four 3x3 conv stages (stride 2 in the first three), global
-    average pooling -> `dim` features. 64x64 -> conv4 at 8x8; 48x48 -> 6x6."""
+    """2-D CNN on single frames: four 3x3 conv stages (stride 2 in the first three). 64x64 ->
+    conv4 at 8x8; 48x48 -> 6x6. Features: global average pooling -> `dim` (position-free, enough
+    for which tools are present), or with grid_features=N: a 1x1 conv down to 16 channels on the
+    whole conv4 map, flattened, and a linear+ReLU projection to N features, which keeps where
+    things are (a model that must see motion from per-frame features needs positions: a globally
+    pooled disc moving left looks the same as one moving right)."""
 
-    def __init__(self, dim=64, widths=(16, 32, 64)):
+    def __init__(self, dim=64, widths=(16, 32, 64), grid_features=0, grid_cells=64):
         super().__init__()
         c1, c2, c3 = widths
         self.conv1 = ConvBN(nn.Conv2d(3, c1, 3, 2, 1, bias=False))
         self.conv2 = ConvBN(nn.Conv2d(c1, c2, 3, 2, 1, bias=False))
         self.conv3 = ConvBN(nn.Conv2d(c2, c3, 3, 2, 1, bias=False))
         self.conv4 = ConvBN(nn.Conv2d(c3, dim, 3, 1, 1, bias=False))
+        self.proj = None
+        if grid_features:
+            self.reduce = ConvBN(nn.Conv2d(dim, 16, 1, bias=False))
+            self.proj = nn.Sequential(nn.Flatten(), nn.Linear(16 * grid_cells, grid_features),
+                                      nn.ReLU())
+        self.out_dim = grid_features or dim
 
     def forward(self, x):
         x = self.conv4(self.conv3(self.conv2(self.conv1(x))))
+        if self.proj is not None:
+            return self.proj(self.reduce(x))
         return x.mean(dim=(2, 3))
 
 
 class CNNLSTM(nn.Module):
-    """Input N,T,3,H,W (frames first). The CNN runs on the N*T frames; an LSTM reads the
-    per-frame features; with attention=False the logits come from the last step, with
+    """Input N,T,3,H,W (frames first). The CNN runs on the N*T frames (positional features: see
+    FrameCNN); an LSTM (128 hidden) reads the per-frame features; with attention=False the logits come from the last step, with
     attention=True from an attention-weighted average of all steps (weights softmax over time of
     a small scorer on each hidden state: the temporal attention pooling of attention-LSTMs)."""
 
-    def __init__(self, num_classes=8, dim=64, hidden=64, attention=False):
+    def __init__(self, num_classes=8, dim=64, hidden=128, attention=False):
         super().__init__()
-        self.cnn = FrameCNN(dim)
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
+        self.cnn = FrameCNN(dim, grid_features=128)
+        self.lstm = nn.LSTM(self.cnn.out_dim, hidden, batch_first=True)
         self.attention = attention
         if attention:
             self.attn = nn.Sequential(nn.Linear(hidden, 32), nn.Tanh(), nn.Linear(32, 1))

@@ -57,12 +57,12 @@ ACTION_MODELS = {
                        target_layer='layer4'),
     'action_r2plus1d': dict(ctor=M.action_r2plus1d, layout='NCTHW', epochs=13, lr=2e-3,
                             target_layer='layer4'),
-    'action_cnn_lstm': dict(ctor=M.action_cnn_lstm, layout='NTCHW', epochs=12, lr=2e-3,
-                            target_layer='cnn.conv4'),
-    'action_cnn_lstm_attn': dict(ctor=M.action_cnn_lstm_attn, layout='NTCHW', epochs=12,
-                                 lr=2e-3, target_layer='cnn.conv4'),
+    'action_cnn_lstm': dict(ctor=M.action_cnn_lstm, layout='NTCHW', epochs=14, lr=3e-3,
+                            target_layer='cnn.conv4', aux='cnn'),
+    'action_cnn_lstm_attn': dict(ctor=M.action_cnn_lstm_attn, layout='NTCHW', epochs=14,
+                                 lr=3e-3, target_layer='cnn.conv4', aux='cnn'),
     'action_timesformer': dict(ctor=M.action_timesformer, layout='NCTHW', epochs=12, lr=1e-3,
-                               target_layer='blocks.2', token_grid='8x4x4'),
+                               target_layer='blocks.2', token_grid='8x4x4', aux='tokens'),
 }
 PHASE_MODELS = ['phase_cnn', 'phase_mstcn', 'phase_cnn_lstm']
 ALL = list(ACTION_MODELS) + PHASE_MODELS
@@ -176,9 +176,9 @@ TREV = np.array([1, 0, 3, 2, 5, 4, 6, 7])
 APPEAR = 6
 
 
-def flip_augment(video, label, rng):
+def flip_augment(video, label, rng, mask=None):
     """Random horizontal and vertical mirroring and time reversal of uint8 clips (n, T, H, W, 3),
-    labels remapped."""
+    labels remapped; the target masks (n, T, H, W), when given, transformed alike."""
     video = video.copy()
     label = label.copy()
     h = rng.random(len(label)) < 0.5
@@ -190,7 +190,49 @@ def flip_augment(video, label, rng):
     label[v] = VFLIP[label[v]]
     video[r] = video[r][:, ::-1]
     label[r] = TREV[label[r]]
-    return video, label
+    if mask is None:
+        return video, label
+    mask = mask.copy()
+    mask[h] = mask[h][:, :, :, ::-1]
+    mask[v] = mask[v][:, :, ::-1]
+    mask[r] = mask[r][:, ::-1]
+    return video, label, mask
+
+
+class AuxMask(torch.nn.Module):
+    """Training-only auxiliary head (never exported): predicts, from a hooked feature map, the
+    fraction of each cell covered by the target disc (the ground-truth tube pooled to the map's
+    grid), with a binary cross-entropy on those soft targets. It tells the model early where
+    the one object that matters is; without it the per-frame CNN + LSTM models learn too slowly
+    for a CPU budget (a shortcut to "what is the disc" that the 3-D CNNs find on their own).
+    kind 'cnn': the per-frame CNN's conv4 map (N*T, C, h, w); 'tokens': a transformer's final
+    token grid (N, T', S, D) of tubelets."""
+
+    def __init__(self, model, kind):
+        super().__init__()
+        self.kind = kind
+        self.feat = None
+        if kind == 'cnn':
+            self.head = torch.nn.Conv2d(model.cnn.conv4.conv.out_channels, 1, 1)
+            model.cnn.conv4.register_forward_hook(self._keep)
+        else:
+            self.head = torch.nn.Linear(model.norm.normalized_shape[0], 1)
+            self.tubelet = model.embed.kernel_size
+            model.norm.register_forward_hook(self._keep)
+
+    def _keep(self, module, inp, out):
+        self.feat = out
+
+    def loss(self, mask):
+        m = torch.from_numpy(np.ascontiguousarray(mask)).float()        # N,T,H,W
+        if self.kind == 'cnn':
+            f = self.feat                                               # N*T,C,h,w
+            target = F.adaptive_avg_pool2d(m.flatten(0, 1)[:, None], f.shape[2:])
+        else:
+            f = self.feat                                               # N,T',S,D
+            target = F.avg_pool3d(m[:, None], self.tubelet).flatten(2).transpose(1, 2)
+            target = target.reshape(f.shape[0], f.shape[1], f.shape[2], 1)
+        return F.binary_cross_entropy_with_logits(self.head(f), target)
 
 
 def evaluate_clips(model, videos, labels, mean, std, layout, batch=50):
@@ -208,10 +250,12 @@ def train_action(name, spec, train, test, mean, std, seed):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = spec['ctor']()
+    aux = AuxMask(model, spec['aux']) if 'aux' in spec else None
     batch = 32
     n = len(train['label'])
     steps_per_epoch = n // batch
-    opt, sched = make_optimizer(model, spec['lr'], spec['epochs'] * steps_per_epoch)
+    params = model if aux is None else torch.nn.ModuleList([model, aux])
+    opt, sched = make_optimizer(params, spec['lr'], spec['epochs'] * steps_per_epoch)
     t0 = time.perf_counter()
     for epoch in range(spec['epochs']):
         model.train()
@@ -219,10 +263,16 @@ def train_action(name, spec, train, test, mean, std, seed):
         total = 0.0
         for s in range(steps_per_epoch):
             idx = np.sort(order[s * batch:(s + 1) * batch])
-            v, y = flip_augment(train['video'][idx], train['label'][idx], rng)
+            if aux is None:
+                v, y = flip_augment(train['video'][idx], train['label'][idx], rng)
+            else:
+                v, y, m = flip_augment(train['video'][idx], train['label'][idx], rng,
+                                       train['mask'][idx])
             x = torch.from_numpy(preprocess(v, mean, std, spec['layout']))
             y = torch.from_numpy(y)
             loss = F.cross_entropy(model(x), y)
+            if aux is not None:
+                loss = loss + aux.loss(m)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -560,9 +610,9 @@ def main(argv=None):
                          for v in train]
                 log('phase_mstcn: features of the training videos (%.0f s)' %
                     (time.perf_counter() - t))
-                model, secs = train_mstcn(feats, [v['phase'] for v in train], 300)
+                model, _ = train_mstcn(feats, [v['phase'] for v in train], 300)
                 torch.save(model.state_dict(), ckpt('phase_mstcn'))
-                info['train_seconds'] = round(secs + time.perf_counter() - t)
+                info['train_seconds'] = round(time.perf_counter() - t)
             model = M.CausalMSTCN()
             model.load_state_dict(torch.load(ckpt('phase_mstcn')))
             model.eval()
