@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Regenerate the stx model zoo from scratch: data, training, ONNX export, goldens. One command:
 
-    /usr/bin/python3 tools/zoo/train_zoo.py            # everything (about an hour on 2 cores)
+    /usr/bin/python3 tools/zoo/train_zoo.py            # everything (about 80 minutes on 2 cores)
     /usr/bin/python3 tools/zoo/train_zoo.py --only action_r3d,phase_mstcn
     /usr/bin/python3 tools/zoo/train_zoo.py --export-only   # re-export from cached checkpoints
 
@@ -157,6 +157,15 @@ def procedure_sets(work):
 # Training helpers
 # ----------------------------------------------------------------------------------------------
 
+def sgd_step(opt, sched, loss):
+    """One optimiser and schedule step on `loss`; returns its value."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def make_optimizer(model, lr, steps, wd=1e-4):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
@@ -273,11 +282,7 @@ def train_action(name, spec, train, test, mean, std, seed):
             loss = F.cross_entropy(model(x), y)
             if aux is not None:
                 loss = loss + aux.loss(m)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
+            total += sgd_step(opt, sched, loss)
         acc, _ = evaluate_clips(model, test['video'][:200], test['label'][:200], mean, std,
                                 spec['layout'])
         log('%s epoch %d loss %.3f test-200 acc %.3f (%.0f s)' %
@@ -314,11 +319,7 @@ def train_phase_cnn(train, mean, std, seed, epochs=8):
             loss = F.cross_entropy(logits, torch.from_numpy(y_all[idx])) + \
                 F.binary_cross_entropy_with_logits(tools,
                                                    torch.from_numpy(p_all[idx]).float())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
+            total += sgd_step(opt, sched, loss)
         log('phase_cnn epoch %d loss %.3f (%.0f s)' % (epoch + 1, total / steps,
                                                         time.perf_counter() - t0))
     return model, time.perf_counter() - t0
@@ -355,27 +356,22 @@ def train_mstcn(feats, labels, seed, epochs=60):
                 lp = F.log_softmax(out, dim=1)
                 d = (lp[:, :, 1:] - lp.detach()[:, :, :-1]) ** 2
                 loss = loss + 0.15 * torch.clamp(d, max=16).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
+            total += sgd_step(opt, sched, loss)
         if (epoch + 1) % 10 == 0:
             log('phase_mstcn epoch %d loss %.3f (%.0f s)' % (epoch + 1, total / len(feats),
                                                               time.perf_counter() - t0))
     return model, time.perf_counter() - t0
 
 
-def train_phase_lstm(train, mean, std, seed, cnn_state, epochs=6, chunk=128, every=1):
-    """CNN + LSTM on chunks of `chunk` frames (every `every`-th frame of the video, so a chunk
-    spans 192 frames), the CNN initialised from phase_cnn's. The exported model runs at the
-    full frame rate; the LSTM sees the sub-sampled rate in training and is evaluated on the
-    sub-sampled test videos too (see evaluate_phase_lstm)."""
+def train_phase_lstm(train, mean, std, seed, cnn_state, epochs=6, chunk=128):
+    """CNN + LSTM on batches of 8 random chunks of `chunk` consecutive frames, the CNN initialised
+    from phase_cnn's. Evaluated on whole videos with the LSTM state carried from the first frame
+    (phase_lstm_predict)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = M.PhaseCNNLSTM()
     model.cnn.load_state_dict(cnn_state)
-    seqs = [(v['video'][::every], v['phase'][::every]) for v in train]
+    seqs = [(v['video'], v['phase']) for v in train]
     total_frames = sum(len(s[1]) for s in seqs)
     steps = max(1, total_frames // (chunk * 8))
     opt, sched = make_optimizer(model, 2e-3, epochs * steps)
@@ -393,11 +389,7 @@ def train_phase_lstm(train, mean, std, seed, cnn_state, epochs=6, chunk=128, eve
             x = torch.from_numpy(preprocess(np.stack(xs), mean, std, 'NTCHW'))
             out = model(x)                                  # N,7,T
             loss = F.cross_entropy(out, torch.from_numpy(np.stack(ys)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
+            total += sgd_step(opt, sched, loss)
         log('phase_cnn_lstm epoch %d loss %.3f (%.0f s)' % (epoch + 1, total / steps,
                                                              time.perf_counter() - t0))
     return model, time.perf_counter() - t0
@@ -512,7 +504,7 @@ def main(argv=None):
         for cls in ('blink', 'move_left', 'appear'):           # for the README's command
             k = int(np.flatnonzero(fixture['label'] == action_data.CLASSES.index(cls))[0])
             save_npy(os.path.join(args.out, 'clips', cls + '.npy'), fixture['video'][k])
-        for i, name in enumerate(n for n in ACTION_MODELS if n in only):
+        for name in (n for n in ACTION_MODELS if n in only):
             spec = ACTION_MODELS[name]
             seed = 100 + list(ACTION_MODELS).index(name)
             info = results['models'].get(name, {})
@@ -652,16 +644,16 @@ def main(argv=None):
             M.fold_batchnorm(model)
             hits = n = 0
             for v in test:
-                pred = phase_lstm_predict(model, v['video'][::2], mean, std)
-                hits += int((pred == v['phase'][::2]).sum())
+                pred = phase_lstm_predict(model, v['video'], mean, std)
+                hits += int((pred == v['phase']).sum())
                 n += len(pred)
-            info.update(test_frame_accuracy=round(hits / n, 4), frame_step=2,
+            info.update(test_frame_accuracy=round(hits / n, 4),
                         params=int(sum(q.numel() for q in model.parameters())))
             log('phase_cnn_lstm frame accuracy %.4f' % (hits / n))
             seg = slice(0, p['fixture_frames'], 8)          # 50 frames spanning the video
             x = preprocess(fx['video'][seg][None], mean, std, 'NTCHW')
             meta = metadata('phase_cnn_lstm', 'frame', phases, 'NTCHW', mean, std, 0, p['size'],
-                            'cnn.conv4', frame_step='2')
+                            'cnn.conv4')
             path = os.path.join(args.out, 'phase_cnn_lstm.onnx')
             export(model, x, path, ['input'], ['output'],
                    {'input': {0: 'N', 1: 'T'}, 'output': {0: 'N', 2: 'T'}}, meta)
