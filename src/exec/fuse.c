@@ -772,7 +772,10 @@ stx_status stx__fuse_plan(stx_session *s) {
     for (int q = 0; q < nch; q++) {
         int v = chains[q].out;
         const stx_tensor *t = &s->vals[v];
-        if (observable(s, v) || t->rank < 3) continue;
+        /* (channels that do not fill whole blocks, e.g. 8 of a 16-block, would pad with zeros
+         * and leave the next convolution without a JIT kernel: oneDNN's reference one is
+         * ~20x slower) */
+        if (observable(s, v) || t->rank < 3 || t->dims[1] % blk != 0) continue;
         bool ok = true;
         for (int i = 0; i < s->n_steps && ok; i++) {
             const stx_step *st = &s->steps[i];
