@@ -374,20 +374,20 @@ def dataset_labels(n, seed):
     return labels
 
 
-def make_dataset(n, seed, frames=16, height=64, width=64):
-    """Deterministic dataset of n clips.
+def make_dataset(n, seed, frames=16, height=64, width=64, start=0):
+    """Deterministic dataset of n clips: clips start .. start+n-1 of the seed's sequence.
 
     Returns dict(video=uint8 (n,T,H,W,3), label=int64 (n,), mask=bool (n,T,H,W), event=bool
     (n,T)).  Clip i uses np.random.default_rng([seed, i]) and label dataset_labels(...)[i], so
-    it does not depend on n.
+    it does not depend on n (or on how the sequence is cut into pieces).
     """
-    labels = dataset_labels(n, seed)
+    labels = dataset_labels(start + n, seed)[start:]
     out = dict(video=np.empty((n, frames, height, width, 3), np.uint8), label=labels,
                mask=np.empty((n, frames, height, width), bool),
                event=np.empty((n, frames), bool))
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        out['event'][i] = _render(rng, labels[i], out['video'][i], out['mask'][i])
+    for j in range(n):
+        rng = np.random.default_rng([seed, start + j])
+        out['event'][j] = _render(rng, labels[j], out['video'][j], out['mask'][j])
     return out
 
 

@@ -5,7 +5,8 @@ Action models take a clip of 16 RGB frames of 64x64 and return 8 class logits:
     action_r2plus1d     R(2+1)D-style: every 3x3x3 conv split into 1x3x3 + 3x1x1 input N,3,T,H,W
     action_cnn_lstm     per-frame 2-D CNN + LSTM, logits from the last step    input N,T,3,H,W
     action_cnn_lstm_attn the same CNN + LSTM with temporal attention pooling  input N,T,3,H,W
-    action_timesformer  tubelet embedding + divided space-time attention       input N,3,T,H,W
+    action_timesformer  frame CNN features -> tubelet embedding -> divided space-time attention
+                        (a hybrid TimeSformer)                                input N,3,T,H,W
 Procedure (surgical phase) models work on 48x48 frames and 7 phases:
     phase_cnn           per-frame 2-D CNN (as TeCNO trains it: phase and tool heads); outputs
                         'features' (N,64), 'logits' (N,7) and 'tools' (N,7) for input N,3,H,W
@@ -157,55 +158,73 @@ def action_r2plus1d(num_classes=8):
 class FrameCNN(nn.Module):
     """2-D CNN on single frames: four 3x3 conv stages (stride 2 in the first three). 64x64 ->
     conv4 at 8x8; 48x48 -> 6x6. Features: global average pooling -> `dim` (position-free, enough
-    for which tools are present), or with grid_features=N: a 1x1 conv down to 16 channels on the
-    whole conv4 map, flattened, and a linear+ReLU projection to N features, which keeps where
-    things are (a model that must see motion from per-frame features needs positions: a globally
-    pooled disc moving left looks the same as one moving right)."""
+    for which tools are present), or with target_map=True a map of where the target is: a 1x1
+    conv down to 16 channels (`reduce`), a 1x1 conv to one channel (`target`: per cell, the
+    logit of the fraction of the cell the target covers), its sigmoid flattened to 64 values per
+    frame. A model that must see motion from per-frame features needs positions (a globally
+    pooled disc moving left looks the same as one moving right), and the map is what the LSTM
+    reads."""
 
-    def __init__(self, dim=64, widths=(16, 32, 64), grid_features=0, grid_cells=64):
+    def __init__(self, dim=64, widths=(16, 32, 64), target_map=False):
         super().__init__()
         c1, c2, c3 = widths
         self.conv1 = ConvBN(nn.Conv2d(3, c1, 3, 2, 1, bias=False))
         self.conv2 = ConvBN(nn.Conv2d(c1, c2, 3, 2, 1, bias=False))
         self.conv3 = ConvBN(nn.Conv2d(c2, c3, 3, 2, 1, bias=False))
         self.conv4 = ConvBN(nn.Conv2d(c3, dim, 3, 1, 1, bias=False))
-        self.proj = None
-        if grid_features:
+        self.target_map = target_map
+        if target_map:
             self.reduce = ConvBN(nn.Conv2d(dim, 16, 1, bias=False))
-            self.proj = nn.Sequential(nn.Flatten(), nn.Linear(16 * grid_cells, grid_features),
-                                      nn.ReLU())
-        self.out_dim = grid_features or dim
+            self.target = nn.Conv2d(16, 1, 1)
 
-    def forward(self, x):
-        x = self.conv4(self.conv3(self.conv2(self.conv1(x))))
-        if self.proj is not None:
-            return self.proj(self.reduce(x))
-        return x.mean(dim=(2, 3))
+    def target_logits(self, x):
+        """Per-cell target coverage logits (N, 1, h, w) (target_map models)."""
+        return self.target(self.reduce(self.conv4(self.conv3(self.conv2(self.conv1(x))))))
+
+    def forward(self, x, reduced=False):
+        """Features of frames x: the target map (target_map models), the flattened `reduce`
+        map (reduced=True), or the globally pooled conv4 map."""
+        if self.target_map and reduced:
+            return self.reduce(self.conv4(self.conv3(self.conv2(self.conv1(x))))).flatten(1)
+        if self.target_map:
+            return torch.sigmoid(self.target_logits(x)).flatten(1)
+        return self.conv4(self.conv3(self.conv2(self.conv1(x)))).mean(dim=(2, 3))
 
 
 class CNNLSTM(nn.Module):
-    """Input N,T,3,H,W (frames first). The CNN runs on the N*T frames (positional features: see
-    FrameCNN); an LSTM (128 hidden) reads the per-frame features; with attention=False the logits come from the last step, with
-    attention=True from an attention-weighted average of all steps (weights softmax over time of
-    a small scorer on each hidden state: the temporal attention pooling of attention-LSTMs)."""
+    """Input N,T,3,H,W (frames first). The CNN runs on the N*T frames and gives each frame's
+    target map (FrameCNN, target_map=True: 64 values for 64x64 frames); a linear+ReLU projection
+    to 128, an LSTM (128 hidden) over the frames; with attention=False the logits come from the
+    last step, with attention=True from an attention-weighted average of all steps (weights:
+    softmax over time of a small scorer on each hidden state, the temporal attention pooling of
+    attention-LSTMs). Trained in two stages (tools/zoo/train_zoo.py): the frame CNN on the
+    target masks, then the rest on its frozen maps."""
 
-    def __init__(self, num_classes=8, dim=64, hidden=128, attention=False):
+    def __init__(self, num_classes=8, dim=64, hidden=128, attention=False, cells=64):
         super().__init__()
-        self.cnn = FrameCNN(dim, grid_features=128)
-        self.lstm = nn.LSTM(self.cnn.out_dim, hidden, batch_first=True)
+        self.cnn = FrameCNN(dim, target_map=True)
+        self.proj = nn.Sequential(nn.Linear(cells, 128), nn.ReLU())
+        self.lstm = nn.LSTM(128, hidden, batch_first=True)
         self.attention = attention
         if attention:
             self.attn = nn.Sequential(nn.Linear(hidden, 32), nn.Tanh(), nn.Linear(32, 1))
         self.fc = nn.Linear(hidden, num_classes)
 
-    def forward(self, x):
-        n, t = x.shape[0], x.shape[1]
-        feats = self.cnn(x.flatten(0, 1)).reshape(n, t, -1)
-        h, _ = self.lstm(feats)
+    def frame_features(self, frames):
+        """(N*T, 3, H, W) frames -> (N*T, cells) target maps."""
+        return self.cnn(frames)
+
+    def temporal(self, maps):
+        """Logits from the per-frame maps (N, T, cells)."""
+        h, _ = self.lstm(self.proj(maps))
         if self.attention:
             a = torch.softmax(self.attn(h), dim=1)          # N,T,1
             return self.fc((a * h).sum(dim=1))
         return self.fc(h[:, -1])
+
+    def forward(self, x):
+        n, t = x.shape[0], x.shape[1]
+        return self.temporal(self.cnn(x.flatten(0, 1)).reshape(n, t, -1))
 
 
 def action_cnn_lstm(num_classes=8):
@@ -246,33 +265,58 @@ class DividedBlock(nn.Module):
 
 
 class TimeSformer(nn.Module):
-    """Tubelet embedding (Conv3d 2x8x8, stride = kernel) -> tokens N,T',S,D with separate learned
-    temporal and spatial position embeddings -> divided space-time blocks -> LayerNorm -> mean
-    over all tokens -> linear head. 16x64x64 input: an 8 x (4x4) token grid (tubelets of 2 frames x
-    16x16 pixels: coarser than TimeSformer's 16x16 patches on 224 px frames, chosen so that it
-    trains in minutes on a CPU)."""
+    """A TimeSformer-style transformer on per-frame CNN features (a hybrid, as ViT-hybrid and
+    video transformers over CNN features are): the frame CNN of the CNN+LSTM (FrameCNN with the
+    target map, trained first on the target masks and then frozen) gives every frame a 16 x 8 x 8
+    feature map (`cnn.reduce`); the tubelet embedding (Conv3d, kernel = stride = 2 x 2 x 2) turns
+    the (N, 16, T, 8, 8) stack into an 8 x (4 x 4) grid of tokens (each covering 2 frames x 16 x
+    16 pixels of a 16 x 64 x 64 clip); separate learned temporal and spatial position
+    embeddings; divided space-time blocks; LayerNorm; attention pooling over all tokens; linear
+    head. The pooling weights are a softmax over the clip's tokens of `target`, a linear score of
+    each token that training supervises with the fraction of the token's tubelet the target
+    covers, so the head reads the tokens where the target is. A plain linear patch embedding on
+    pixels learned too slowly on two CPU cores (30 % after 12 epochs), and so did a convolutional
+    stem trained end to end."""
 
-    def __init__(self, num_classes=8, frames=16, size=64, tubelet=(2, 16, 16), dim=96, depth=3,
-                 heads=4, mlp_dim=192):
+    def __init__(self, num_classes=8, frames=16, size=64, dim=96, depth=3, heads=4, mlp_dim=192,
+                 cnn_dim=64):
         super().__init__()
-        self.embed = nn.Conv3d(3, dim, tubelet, tubelet)
-        self.grid = (frames // tubelet[0], size // tubelet[1], size // tubelet[2])
+        self.cnn = FrameCNN(cnn_dim, target_map=True)
+        self.embed = nn.Conv3d(16, dim, 2, 2)
+        self.tubelet = (2, 16, 16)                          # input pixels per token
+        self.grid = (frames // 2, size // 16, size // 16)
+        self.feat_hw = size // 8
         tg, hg, wg = self.grid
         self.time_embed = nn.Parameter(0.02 * torch.randn(1, tg, 1, dim))
         self.space_embed = nn.Parameter(0.02 * torch.randn(1, 1, hg * wg, dim))
         self.blocks = nn.ModuleList([DividedBlock(dim, heads, mlp_dim) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
+        self.target = nn.Linear(dim, 1)
         self.head = nn.Linear(dim, num_classes)
 
-    def forward(self, x):
-        x = self.embed(x)                                   # N,D,T',H',W'
-        n, d = x.shape[0], x.shape[1]
-        x = x.flatten(3).permute(0, 2, 3, 1)                # N,T',S,D
+    def frame_features(self, frames):
+        """(N*T, 3, H, W) frames -> (N*T, 16*h*w) flattened `cnn.reduce` maps."""
+        return self.cnn(frames, reduced=True)
+
+    def temporal(self, f, scores=False):
+        """Logits (and, with scores=True, the token scores N,T',S,1) from frame features
+        (N, T, 16*h*w)."""
+        n, t = f.shape[0], f.shape[1]
+        x = f.reshape(n, t, 16, self.feat_hw, self.feat_hw).transpose(1, 2)   # N,16,T,h,w
+        x = self.embed(x).flatten(3).permute(0, 2, 3, 1)    # N,T',S,D
         x = x + self.time_embed + self.space_embed
         for blk in self.blocks:
             x = blk(x)
         x = self.norm(x)
-        return self.head(x.mean(dim=(1, 2)))
+        a = self.target(x)                                  # N,T',S,1
+        w = torch.softmax(a.reshape(n, -1), dim=1)
+        logits = self.head((w.unsqueeze(2) * x.reshape(n, -1, x.shape[-1])).sum(dim=1))
+        return (logits, a) if scores else logits
+
+    def forward(self, x):                                   # N,3,T,H,W
+        n, t = x.shape[0], x.shape[2]
+        frames = x.transpose(1, 2).flatten(0, 1)            # N*T,3,H,W
+        return self.temporal(self.frame_features(frames).reshape(n, t, -1))
 
 
 def action_timesformer(num_classes=8):

@@ -57,12 +57,15 @@ ACTION_MODELS = {
                        target_layer='layer4'),
     'action_r2plus1d': dict(ctor=M.action_r2plus1d, layout='NCTHW', epochs=13, lr=2e-3,
                             target_layer='layer4'),
-    'action_cnn_lstm': dict(ctor=M.action_cnn_lstm, layout='NTCHW', epochs=14, lr=3e-3,
-                            target_layer='cnn.conv4', aux='cnn'),
-    'action_cnn_lstm_attn': dict(ctor=M.action_cnn_lstm_attn, layout='NTCHW', epochs=14,
-                                 lr=3e-3, target_layer='cnn.conv4', aux='cnn'),
-    'action_timesformer': dict(ctor=M.action_timesformer, layout='NCTHW', epochs=12, lr=1e-3,
-                               target_layer='blocks.2', token_grid='8x4x4', aux='tokens'),
+    'action_cnn_lstm': dict(ctor=M.action_cnn_lstm, layout='NTCHW', epochs=20, lr=3e-3,
+                            cnn_steps=600, map_clips=12000, target_layer='cnn.conv4',
+                            two_stage=True),
+    'action_cnn_lstm_attn': dict(ctor=M.action_cnn_lstm_attn, layout='NTCHW', epochs=20,
+                                 lr=3e-3, cnn_steps=600, map_clips=12000,
+                                 target_layer='cnn.conv4', two_stage=True),
+    'action_timesformer': dict(ctor=M.action_timesformer, layout='NCTHW', epochs=6, lr=1e-3,
+                               cnn_steps=600, map_clips=6000, target_layer='blocks.2',
+                               token_grid='8x4x4', aux=True, two_stage=True, log_every=1),
 }
 PHASE_MODELS = ['phase_cnn', 'phase_mstcn', 'phase_cnn_lstm']
 ALL = list(ACTION_MODELS) + PHASE_MODELS
@@ -208,40 +211,133 @@ def flip_augment(video, label, rng, mask=None):
     return video, label, mask
 
 
-class AuxMask(torch.nn.Module):
-    """Training-only auxiliary head (never exported): predicts, from a hooked feature map, the
-    fraction of each cell covered by the target disc (the ground-truth tube pooled to the map's
-    grid), with a binary cross-entropy on those soft targets. It tells the model early where
-    the one object that matters is; without it the per-frame CNN + LSTM models learn too slowly
-    for a CPU budget (a shortcut to "what is the disc" that the 3-D CNNs find on their own).
-    kind 'cnn': the per-frame CNN's conv4 map (N*T, C, h, w); 'tokens': a transformer's final
-    token grid (N, T', S, D) of tubelets."""
+def mirror(frames, h, v):
+    """uint8 frames (..., H, W, 3) mirrored left-right (h) and/or up-down (v)."""
+    if h:
+        frames = frames[..., :, ::-1, :]
+    if v:
+        frames = frames[..., ::-1, :, :]
+    return np.ascontiguousarray(frames)
 
-    def __init__(self, model, kind):
-        super().__init__()
-        self.kind = kind
-        self.feat = None
-        if kind == 'cnn':
-            self.head = torch.nn.Conv2d(model.cnn.conv4.conv.out_channels, 1, 1)
-            model.cnn.conv4.register_forward_hook(self._keep)
+
+def train_two_stage(name, spec, train, test, mean, std, seed):
+    """The per-frame-CNN models (CNN+LSTM, hybrid TimeSformer), in two stages, as TeCNO trains its
+    feature extractor apart from the temporal model.
+    1. The frame CNN alone learns, on random single frames (mirrored at random), the per-cell
+       coverage of the target disc (cnn.target, binary cross-entropy on the ground-truth tube
+       pooled to the 8x8 grid): where the one object that matters is.
+    2. With the CNN frozen (eval mode), its features of every training frame
+       (model.frame_features) are computed once for the four mirror variants, and the rest of the
+       model (model.temporal) learns from them, mirroring and time reversal remapping the labels
+       as flip_augment does; the transformer also learns its token scores from the tube
+       (aux=True). The temporal part sees more clips than the 3-D CNNs (`map_clips`: the shared
+       training set and the next clips of the same seeded sequence; overfitting was its limit);
+       the test clips come from another seed. Training the CNN+LSTM end to end from the class
+       labels alone learned too slowly on two CPU cores (69 % after 16 minutes)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = spec['ctor']()
+    cnn = model.cnn
+    video, masks = train['video'], train['mask']
+    n, T = video.shape[0], video.shape[1]
+    t0 = time.perf_counter()
+    steps, fb = spec['cnn_steps'], 256
+    opt, sched = make_optimizer(cnn, 3e-3, steps)
+    cnn.train()
+    for s in range(steps):
+        ci = rng.integers(0, n, fb)
+        ti = rng.integers(0, T, fb)
+        f, m = video[ci, ti], masks[ci, ti].astype(np.float32)
+        h = rng.random(fb) < 0.5
+        v = rng.random(fb) < 0.5
+        f[h], m[h] = f[h][:, :, ::-1], m[h][:, :, ::-1]
+        f[v], m[v] = f[v][:, ::-1], m[v][:, ::-1]
+        logits = cnn.target_logits(torch.from_numpy(preprocess(f, mean, std, 'NCHW')))
+        target = F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(m))[:, None],
+                                       logits.shape[2:])
+        loss = sgd_step(opt, sched, F.binary_cross_entropy_with_logits(logits, target))
+        if (s + 1) % 100 == 0:
+            log('%s frame CNN step %d loss %.4f (%.0f s)' % (name, s + 1, loss,
+                                                             time.perf_counter() - t0))
+    cnn.eval()
+    for p in cnn.parameters():
+        p.requires_grad_(False)
+    aux = spec.get('aux', False)
+
+    def features(videos, vmasks):
+        """Frozen features (4 mirrorings, n, T, F) of uint8 clips, and the target's coverage of
+        every tubelet (4, n, T', h', w') when the model learns token scores."""
+        out, cover = [], []
+        with torch.no_grad():
+            for hv in range(4):
+                fs = []
+                for i in range(0, len(videos), 50):
+                    x = preprocess(mirror(videos[i:i + 50], hv & 1, hv & 2), mean, std, 'NTCHW')
+                    fs.append(model.frame_features(torch.from_numpy(x).flatten(0, 1))
+                              .reshape(-1, T, model_feat_dim))
+                out.append(torch.cat(fs))
+                if aux:
+                    mk = torch.from_numpy(mirror(vmasks[..., None], hv & 1, hv & 2)[..., 0])
+                    cover.append(F.avg_pool3d(mk[:, None].float(), model.tubelet)[:, 0])
+        return torch.stack(out), (torch.stack(cover) if aux else None)
+
+    with torch.no_grad():
+        model_feat_dim = model.frame_features(torch.zeros(1, 3, *video.shape[2:4])).shape[1]
+    feats, covers, labels = [], [], []
+    a = ACTION
+    for start in range(0, spec['map_clips'], 1000):
+        if start < n:
+            part = {k: train[k][start:start + 1000] for k in ('video', 'mask', 'label')}
         else:
-            self.head = torch.nn.Linear(model.norm.normalized_shape[0], 1)
-            self.tubelet = model.embed.kernel_size
-            model.norm.register_forward_hook(self._keep)
-
-    def _keep(self, module, inp, out):
-        self.feat = out
-
-    def loss(self, mask):
-        m = torch.from_numpy(np.ascontiguousarray(mask)).float()        # N,T,H,W
-        if self.kind == 'cnn':
-            f = self.feat                                               # N*T,C,h,w
-            target = F.adaptive_avg_pool2d(m.flatten(0, 1)[:, None], f.shape[2:])
-        else:
-            f = self.feat                                               # N,T',S,D
-            target = F.avg_pool3d(m[:, None], self.tubelet).flatten(2).transpose(1, 2)
-            target = target.reshape(f.shape[0], f.shape[1], f.shape[2], 1)
-        return F.binary_cross_entropy_with_logits(self.head(f), target)
+            part = action_data.make_dataset(min(1000, spec['map_clips'] - start),
+                                            a['seed_train'], a['frames'], a['size'], a['size'],
+                                            start=start)
+        fe, co = features(part['video'], part['mask'])
+        feats.append(fe)
+        covers.append(co)
+        labels.append(part['label'])
+    feats, labels = torch.cat(feats, 1), np.concatenate(labels)
+    covers = torch.cat(covers, 1) if aux else None
+    n = len(labels)
+    log('%s frame features of %d clips x 4 mirrorings (%.0f s)' % (name, n,
+                                                                 time.perf_counter() - t0))
+    rest = torch.nn.ModuleList([mod for nm, mod in model.named_children() if nm != 'cnn'])
+    rest_params = [p for nm, p in model.named_parameters() if not nm.startswith('cnn.')]
+    batch = 32
+    spe = n // batch
+    opt = torch.optim.AdamW(rest_params, lr=spec['lr'], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec['lr'],
+                                                total_steps=spec['epochs'] * spe, pct_start=0.15)
+    for epoch in range(spec['epochs']):
+        rest.train()
+        order = rng.permutation(n)
+        total = 0.0
+        for s in range(spe):
+            idx = torch.from_numpy(np.sort(order[s * batch:(s + 1) * batch]))
+            hv = torch.from_numpy(rng.integers(0, 4, batch))
+            rev = torch.from_numpy((rng.random(batch) < 0.5) & (labels[idx] != APPEAR))
+            f = feats[hv, idx]
+            f[rev] = f[rev].flip(1)
+            y = labels[idx.numpy()].copy()
+            hvn = hv.numpy()
+            y = np.where(hvn & 1, HFLIP[y], y)
+            y = np.where(hvn & 2, VFLIP[y], y)
+            y[rev.numpy()] = TREV[y[rev.numpy()]]
+            if aux:
+                c = covers[hv, idx]
+                c[rev] = c[rev].flip(1)
+                logits, sc = model.temporal(f, scores=True)
+                loss = F.cross_entropy(logits, torch.from_numpy(y)) + \
+                    F.binary_cross_entropy_with_logits(sc.reshape(c.shape), c)
+            else:
+                loss = F.cross_entropy(model.temporal(f), torch.from_numpy(y))
+            total += sgd_step(opt, sched, loss)
+        if (epoch + 1) % spec.get('log_every', 10) == 0 or epoch + 1 == spec['epochs']:
+            acc, _ = evaluate_clips(model, test['video'][:200], test['label'][:200], mean, std,
+                                    spec['layout'])
+            log('%s epoch %d loss %.3f test-200 acc %.3f (%.0f s)' %
+                (name, epoch + 1, total / spe, acc, time.perf_counter() - t0))
+    return model, time.perf_counter() - t0
 
 
 def evaluate_clips(model, videos, labels, mean, std, layout, batch=50):
@@ -259,12 +355,10 @@ def train_action(name, spec, train, test, mean, std, seed):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = spec['ctor']()
-    aux = AuxMask(model, spec['aux']) if 'aux' in spec else None
     batch = 32
     n = len(train['label'])
     steps_per_epoch = n // batch
-    params = model if aux is None else torch.nn.ModuleList([model, aux])
-    opt, sched = make_optimizer(params, spec['lr'], spec['epochs'] * steps_per_epoch)
+    opt, sched = make_optimizer(model, spec['lr'], spec['epochs'] * steps_per_epoch)
     t0 = time.perf_counter()
     for epoch in range(spec['epochs']):
         model.train()
@@ -272,17 +366,9 @@ def train_action(name, spec, train, test, mean, std, seed):
         total = 0.0
         for s in range(steps_per_epoch):
             idx = np.sort(order[s * batch:(s + 1) * batch])
-            if aux is None:
-                v, y = flip_augment(train['video'][idx], train['label'][idx], rng)
-            else:
-                v, y, m = flip_augment(train['video'][idx], train['label'][idx], rng,
-                                       train['mask'][idx])
+            v, y = flip_augment(train['video'][idx], train['label'][idx], rng)
             x = torch.from_numpy(preprocess(v, mean, std, spec['layout']))
-            y = torch.from_numpy(y)
-            loss = F.cross_entropy(model(x), y)
-            if aux is not None:
-                loss = loss + aux.loss(m)
-            total += sgd_step(opt, sched, loss)
+            total += sgd_step(opt, sched, F.cross_entropy(model(x), torch.from_numpy(y)))
         acc, _ = evaluate_clips(model, test['video'][:200], test['label'][:200], mean, std,
                                 spec['layout'])
         log('%s epoch %d loss %.3f test-200 acc %.3f (%.0f s)' %
@@ -459,6 +545,19 @@ def input_grad(model, x, target, frame=None, output_index=None):
 # Main
 # ----------------------------------------------------------------------------------------------
 
+def keep_committed_fixture(path, fixture):
+    """True when `path` holds the same clips as `fixture` up to one-level pixel differences."""
+    if not os.path.exists(path):
+        return False
+    old = np.load(path)
+    if any(old[k].shape != fixture[k].shape for k in fixture):
+        return False
+    if any(not (old[k] == fixture[k]).all() for k in ('label', 'mask', 'event')):
+        return False
+    d = np.abs(old['video'].astype(np.int16) - fixture['video'].astype(np.int16))
+    return int(d.max()) <= 1 and float((d > 0).mean()) < 1e-4
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default=os.path.join(ROOT, 'models', 'zoo'))
@@ -500,16 +599,25 @@ def main(argv=None):
                              'n_train': ACTION['n_train'], 'n_test': ACTION['n_test']}
         fixture = {k: test[k][:8] for k in ('video', 'label', 'mask', 'event')}
         assert sorted(fixture['label'].tolist()) == list(range(8))
-        save_npz(os.path.join(args.out, 'action_test.npz'), **fixture)
-        for cls in ('blink', 'move_left', 'appear'):           # for the README's command
-            k = int(np.flatnonzero(fixture['label'] == action_data.CLASSES.index(cls))[0])
-            save_npy(os.path.join(args.out, 'clips', cls + '.npy'), fixture['video'][k])
+        if keep_committed_fixture(os.path.join(args.out, 'action_test.npz'), fixture):
+            # numpy's vectorised sin/exp may round differently on another CPU: a few pixels
+            # (~1e-6 of them) then differ by one level. The committed clips stay (the goldens of
+            # the models not retrained now were made on them).
+            log('action_test.npz: kept the committed clips (same labels and masks, pixels '
+                'within one level)')
+            fixture = dict(np.load(os.path.join(args.out, 'action_test.npz')))
+        else:
+            save_npz(os.path.join(args.out, 'action_test.npz'), **fixture)
+            for cls in ('blink', 'move_left', 'appear'):           # for the README's command
+                k = int(np.flatnonzero(fixture['label'] == action_data.CLASSES.index(cls))[0])
+                save_npy(os.path.join(args.out, 'clips', cls + '.npy'), fixture['video'][k])
         for name in (n for n in ACTION_MODELS if n in only):
             spec = ACTION_MODELS[name]
             seed = 100 + list(ACTION_MODELS).index(name)
             info = results['models'].get(name, {})
             if need_training(name):
-                model, secs = train_action(name, spec, train, test, mean, std, seed)
+                trainer = train_two_stage if spec.get('two_stage') else train_action
+                model, secs = trainer(name, spec, train, test, mean, std, seed)
                 torch.save(model.state_dict(), ckpt(name))
                 info['train_seconds'] = round(secs)
             model = spec['ctor']()
