@@ -61,6 +61,9 @@ int cli_resolve_facts(const stx_model *m, const cli_facts *f, bool strict, cli_r
 /* Class index of a name (-1: unknown), and a class's name (NULL: none known). */
 int cli_class_index(const cli_resolved *r, const char *name);
 const char *cli_class_name(const cli_resolved *r, int64_t k);
+/* Parses --target: "top", or one or n comma-separated entries, each "top", a class index or a
+ * class name, into n targets (-1 = top). Returns 0, or 1 after a one-line error. */
+int cli_parse_targets(const char *s, const cli_resolved *r, int64_t *t, int64_t n);
 
 /* Loads a .npy input: float32 (or float64 for float64 models) is used as is; uint8 is taken as
  * video frames (T,H,W,C) or (N,T,H,W,C) and preprocessed with r->pre. One-line errors that name
@@ -73,5 +76,6 @@ double cli_now_ms(void);
 int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
 
 #endif

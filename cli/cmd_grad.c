@@ -26,55 +26,6 @@ static void grad_usage(FILE *f) {
         CLI_FACT_FLAGS_HELP);
 }
 
-/* Parses "top", or one or n comma-separated entries, each "top", a class index or a class name,
- * into n targets (-1 = top). Returns 0, or 1 after a one-line error. */
-static int parse_targets(const char *s, const cli_resolved *r, int64_t *t, int64_t n) {
-    int64_t k = 0;
-    const char *p = s;
-    for (;;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        char tok[256];
-        if (len == 0 || len >= sizeof tok)
-            return cli_fail("--target '%s': entry %lld is %s", s, (long long)k + 1,
-                            len ? "too long" : "empty");
-        memcpy(tok, p, len);
-        tok[len] = '\0';
-        if (k >= n)
-            return cli_fail("--target '%s': more entries than the %lld samples", s, (long long)n);
-        char *e;
-        long v = strtol(tok, &e, 10);
-        if (strcmp(tok, "top") == 0) {
-            t[k] = -1;
-        } else if (*e == '\0' && tok[0] >= '0' && tok[0] <= '9') {
-            t[k] = v;
-        } else if ((t[k] = cli_class_index(r, tok)) < 0) {
-            if (r->n_classes == 0)
-                return cli_fail("--target '%s': '%s' is not a class index, and the model names "
-                                "no classes (give --classes)",
-                                s, tok);
-            char list[256];
-            size_t q = 0;
-            list[0] = '\0';
-            for (int c = 0; c < r->n_classes && q < sizeof list; c++)
-                q += (size_t)snprintf(list + q, sizeof list - q, "%s%s", c ? "," : "",
-                                      r->class_names[c]);
-            if (q >= sizeof list) strcpy(list + sizeof list - 4, "...");
-            return cli_fail("--target '%s': unknown class '%s' (classes: %s)", s, tok, list);
-        }
-        k++;
-        if (!end) break;
-        p = end + 1;
-    }
-    if (k == 1)
-        for (int64_t i = 1; i < n; i++) t[i] = t[0];
-    else if (k != n)
-        return cli_fail(
-            "--target '%s': %lld entries for %lld samples (give one, or one per sample)", s,
-            (long long)k, (long long)n);
-    return 0;
-}
-
 int cmd_grad(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL, *target = "top", *wrt = "input";
     const char *score = "logit";
@@ -158,7 +109,7 @@ int cmd_grad(int argc, char **argv) {
         rc = cli_fail("out of memory");
         goto done;
     }
-    if ((rc = parse_targets(target, &res, targets, n))) goto done;
+    if ((rc = cli_parse_targets(target, &res, targets, n))) goto done;
     for (int64_t i = 0; i < n; i++) frames[i] = frame >= 0 ? frame : -1;
     const char *wrt_list[2] = {wrt, NULL};
     stx_session_options so = stx_session_options_default();

@@ -360,12 +360,63 @@ static void usage(FILE *f) {
             "                                         of every frame for per-frame outputs)\n"
             "  grad MODEL INPUT.npy -o OUT.npy [--target K|NAME|top] [--wrt input|TENSOR|MODULE]\n"
             "                                         gradient of a class score\n"
+            "  explain MODEL INPUT.npy --method NAME [--target K|top] [--layer L] [-o OUT.npy]\n"
+            "                                         explanation map (N,T,H,W): the CAM family\n"
             "  version                                print the version\n\n"
             "INPUT.npy is the model's float32 input, or uint8 video frames (T,H,W,3), (N,T,H,W,3)\n"
-            "or grey (...,1), preprocessed as the model's metadata says. info, run and grad also\n"
-            "take:\n" CLI_FACT_FLAGS_HELP "\n"
+            "or grey (...,1), preprocessed as the model's metadata says. info, run, grad and\n"
+            "explain also take:\n" CLI_FACT_FLAGS_HELP "\n"
             "Run 'stx <command> --help' for a command's options.\n",
             stx_version());
+}
+
+/* Parses "top", or one or n comma-separated entries, each "top", a class index or a class name,
+ * into n targets (-1 = top). Returns 0, or 1 after a one-line error. */
+int cli_parse_targets(const char *s, const cli_resolved *r, int64_t *t, int64_t n) {
+    int64_t k = 0;
+    const char *p = s;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char tok[256];
+        if (len == 0 || len >= sizeof tok)
+            return cli_fail("--target '%s': entry %lld is %s", s, (long long)k + 1,
+                            len ? "too long" : "empty");
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        if (k >= n)
+            return cli_fail("--target '%s': more entries than the %lld samples", s, (long long)n);
+        char *e;
+        long v = strtol(tok, &e, 10);
+        if (strcmp(tok, "top") == 0) {
+            t[k] = -1;
+        } else if (*e == '\0' && tok[0] >= '0' && tok[0] <= '9') {
+            t[k] = v;
+        } else if ((t[k] = cli_class_index(r, tok)) < 0) {
+            if (r->n_classes == 0)
+                return cli_fail("--target '%s': '%s' is not a class index, and the model names "
+                                "no classes (give --classes)",
+                                s, tok);
+            char list[256];
+            size_t q = 0;
+            list[0] = '\0';
+            for (int c = 0; c < r->n_classes && q < sizeof list; c++)
+                q += (size_t)snprintf(list + q, sizeof list - q, "%s%s", c ? "," : "",
+                                      r->class_names[c]);
+            if (q >= sizeof list) strcpy(list + sizeof list - 4, "...");
+            return cli_fail("--target '%s': unknown class '%s' (classes: %s)", s, tok, list);
+        }
+        k++;
+        if (!end) break;
+        p = end + 1;
+    }
+    if (k == 1)
+        for (int64_t i = 1; i < n; i++) t[i] = t[0];
+    else if (k != n)
+        return cli_fail(
+            "--target '%s': %lld entries for %lld samples (give one, or one per sample)", s,
+            (long long)k, (long long)n);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -377,6 +428,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 1, argv + 1);
+    if (strcmp(cmd, "explain") == 0) return cmd_explain(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("stx %s\n", stx_version());
         return 0;

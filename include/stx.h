@@ -274,6 +274,12 @@ typedef struct stx_session_options {
     /* Backward-rule overrides per op type (e.g. guided backpropagation's ReLU, LRP rules). */
     const struct stx_backward_rule *rules;
     int n_rules;
+    /* NULL, or a tensor name / module path: plan only the part of the network after that tensor
+     * (the nodes that depend on it). The session's one input is then that tensor, with the shape
+     * it has for the input shape given to stx_session_create; the rest of the network must
+     * read nothing else computed before it (no skip connection around it). Ablation-style
+     * methods use it to recompute only the tail. Not combinable with grad_wrt. */
+    const char *start_at;
 } stx_session_options;
 
 STX_API stx_session_options stx_session_options_default(void);
@@ -354,6 +360,71 @@ STX_API stx_status stx_session_tensor_shape(const stx_session *s, const char *na
                                             int64_t shape[STX_MAX_RANK], int *rank);
 /* Multiply-accumulate count of one forward pass for the planned shape. */
 STX_API int64_t stx_session_macs(const stx_session *s);
+
+/* ---------------------------------------------------------------------------------------------
+ * Explanations: maps over the input's time and space axes (definitions: docs/cam.md).
+ *
+ *     stx_explain_options o = stx_explain_options_default();
+ *     o.method = "gradcam";                        // layer: metadata or automatic
+ *     stx_explainer *e;
+ *     stx_explainer_create(m, &o, stx_tensor_shape(x), stx_tensor_rank(x), &e);
+ *     stx_tensor *map;                             // (N, T, H, W), owned by the explainer
+ *     stx_explainer_run(e, x, NULL, NULL, &map);   // top class of every sample
+ */
+typedef enum {
+    STX_UPSAMPLE_TRILINEAR = 0, /* torch interpolate(mode='trilinear', align_corners=False) */
+    STX_UPSAMPLE_NEAREST = 1,   /* torch interpolate(mode='nearest') */
+    STX_UPSAMPLE_NONE = 2       /* stay at the layer's resolution (N, T', H', W') */
+} stx_upsample;
+
+typedef struct stx_explain_options {
+    size_t size;
+    const char *method; /* see stx_explain_methods(); default "gradcam" */
+    const char *layer;  /* ONNX tensor or module path; NULL: stx.target_layer, else automatic */
+    const char *layout; /* the input's axes, "NCTHW" or "NTCHW"; NULL: stx.layout, else NCTHW */
+    const char *output; /* graph output holding the class scores; NULL: stx.output, else 0 */
+    int token_grid[3];  /* T, H, W of token tensors; 0s: stx.token_grid, else from the patch
+                           embedding (the last Conv whose strides equal its kernel) */
+    stx_score score;    /* logit (default) or softmax probability */
+    stx_upsample upsample;
+    int batch;       /* forwards per batch of the perturbation methods (default 16) */
+    uint64_t seed;   /* noise of smooth-gradcam++ and sscam */
+    int samples;     /* noisy or scaled copies (smooth-gradcam++, sscam, iscam); 0: default */
+    float noise;     /* noise standard deviation; < 0: the method's default */
+    int num_threads; /* 0: the context's */
+    /* Called after every batch of forwards (done, total); a non-zero return cancels the run
+     * (STX_E_CANCELLED). NULL: none. */
+    int (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
+} stx_explain_options;
+
+typedef struct stx_explainer stx_explainer;
+
+STX_API stx_explain_options stx_explain_options_default(void);
+/* The method names, NULL-terminated. */
+STX_API const char *const *stx_explain_methods(void);
+/* Plans the explanation of inputs of the given shape: resolves the layer, plans the sessions the
+ * method needs. Errors (unknown method or layer, a layer that cannot be mapped to T x H x W) are
+ * reported on the model's context. */
+STX_API stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
+                                        const int64_t *input_shape, int rank, stx_explainer **out);
+STX_API void stx_explainer_free(stx_explainer *e);
+STX_API const char *stx_explainer_last_error(const stx_explainer *e);
+/* The target layer: its tensor name, a module path whose output it is (or NULL), how it was
+ * chosen ("given", "metadata" or "automatic"), and the map grid K, T', H', W'. */
+STX_API stx_status stx_explainer_layer(const stx_explainer *e, const char **tensor,
+                                       const char **module, const char **how, int64_t grid[4]);
+/* Explains a batch. targets: N class indices (-1 or NULL: the top class); frames: for per-frame
+ * models (outputs N, K, T), N frame indices (-1 or NULL: the score summed over frames). *map is
+ * (N, T, H, W) float32 (or (N, T', H', W') without upsampling), owned by the explainer and valid
+ * until the next run. */
+STX_API stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input,
+                                     const int64_t *targets, const int64_t *frames,
+                                     stx_tensor **map);
+/* After a run: the model's output on the clean input (owned by the explainer) and the N targets
+ * explained. */
+STX_API const stx_tensor *stx_explainer_output(const stx_explainer *e);
+STX_API const int64_t *stx_explainer_targets(const stx_explainer *e);
 
 #ifdef __cplusplus
 }

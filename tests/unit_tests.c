@@ -2,6 +2,7 @@
  * frame preprocessing, model facts from metadata).
  * Prints one line per failed check and "N passed, M failed". */
 #include "core/core.h"
+#include "explain/explain.h"
 #include "graph/ir.h"
 #include "stx.h"
 
@@ -572,6 +573,90 @@ static void test_facts(void) {
     stx_context_free(ctx);
 }
 
+/* Upsampling and the CAM arithmetic against hand-computed values (docs/cam.md). */
+static bool near(double a, double b) {
+    return fabs(a - b) <= 1e-12 * (1 + fabs(b));
+}
+
+static void test_explain_units(void) {
+    double in[2] = {0, 1}, out[4], tmp[16];
+    /* trilinear 1x1x2 -> 1x1x4, half-pixel centres: sources -0.25 (clamped), 0.25, 0.75, 1.25 */
+    stx__upsample_trilinear(in, 1, 1, 2, out, 1, 1, 4, tmp);
+    CHECK(near(out[0], 0) && near(out[1], 0.25) && near(out[2], 0.75) && near(out[3], 1));
+    /* the same along time and height */
+    stx__upsample_trilinear(in, 2, 1, 1, out, 4, 1, 1, tmp);
+    CHECK(near(out[1], 0.25) && near(out[2], 0.75) && near(out[3], 1));
+    stx__upsample_trilinear(in, 1, 2, 1, out, 1, 4, 1, tmp);
+    CHECK(near(out[1], 0.25) && near(out[2], 0.75));
+    stx__upsample_nearest(in, 1, 1, 2, out, 1, 1, 4);
+    CHECK(out[0] == 0 && out[1] == 0 && out[2] == 1 && out[3] == 1);
+    /* 2x2x2 cube -> 4x4x4: the centre voxels average the 8 corners with weights 3/4, 1/4 */
+    double cube[8] = {0, 1, 2, 3, 4, 5, 6, 7}, big[64], tmp2[64];
+    stx__upsample_trilinear(cube, 2, 2, 2, big, 4, 4, 4, tmp2);
+    CHECK(near(big[(1 * 4 + 1) * 4 + 1], 0.25 * 4 + 0.25 * 2 + 0.25 * 1) && near(big[0], 0) &&
+          near(big[63], 7));
+
+    /* Grad-CAM++: K=1, A=[1,3], G=[2,-1]: S=4, alpha(0)=4/(8+4*8)=0.1, w=0.1*2 */
+    double A[2] = {1, 3}, G[2] = {2, -1}, w[4], L[3];
+    stx_cam_maps m = {1, 1, 1, 2, A, G};
+    stx__cam_gradcampp(&m, G, NULL, NULL, w, L);
+    CHECK(near(w[0], 0.2) && near(L[0], 0.2) && near(L[1], 0.6));
+    /* Grad-CAM: w = mean G = 0.5; HiResCAM relu(2*1, -3) ; Layer-CAM relu(G)*A */
+    stx__cam_gradcam(&m, w, L);
+    CHECK(near(w[0], 0.5) && near(L[0], 0.5) && near(L[1], 1.5));
+    stx__cam_hirescam(&m, L);
+    CHECK(near(L[0], 2) && L[1] == 0);
+    stx__cam_layercam(&m, L);
+    CHECK(near(L[0], 2) && L[1] == 0);
+    /* CAM: w = sum G = 1, no ReLU */
+    stx__cam_cam(&m, w, L);
+    CHECK(near(w[0], 1) && near(L[1], 3));
+    /* XGrad-CAM: w = (1*2 + 3*(-1)) / 4 < 0 -> zero map */
+    stx__cam_xgradcam(&m, w, L);
+    CHECK(fabs(w[0] + 0.25) < 1e-7 && L[0] == 0 && L[1] == 0);
+    /* Score-CAM weights: softmax of (s - base): s = [1, 1 + ln 3] -> [1/4, 3/4] */
+    double A2[4] = {1, 0, 0, 1}, s2[2] = {1, 1 + log(3.0)};
+    stx_cam_maps m2 = {2, 1, 1, 2, A2, NULL};
+    stx__cam_from_scores(&m2, s2, 0.5, w, L);
+    CHECK(near(w[0], 0.25) && near(w[1], 0.75) && near(L[0], 0.25) && near(L[1], 0.75));
+    /* Ablation: w_k = (y - y_k) / y */
+    double yk[2] = {1, 3};
+    stx__cam_ablation(&m2, yk, 2, w, L);
+    CHECK(near(w[0], 0.5) && near(w[1], -0.5) && near(L[0], 0.5) && L[1] == 0);
+    /* Eigen-CAM: channels [1,2,3] and [2,4,6]: centred rows project on (1,2)/sqrt 5 to
+     * [-sqrt 5, 0, sqrt 5]; no sign flip (|min| = |max|), ReLU keeps the last */
+    double A3[6] = {1, 2, 3, 2, 4, 6}, work[16], L3[3];
+    stx_cam_maps m3 = {2, 1, 1, 3, A3, NULL};
+    stx__cam_eigen(&m3, work, L3);
+    CHECK(fabs(L3[0]) < 1e-9 && fabs(L3[1]) < 1e-9 && fabs(L3[2] - sqrt(5.0)) < 1e-9);
+    /* Eigen-CAM sign: channel [3, 0, 0] centred [2,-1,-1]: the flip makes the big side positive */
+    double A4[3] = {0, 0, 3}, L4[3], work4[8];
+    stx_cam_maps m4 = {1, 1, 1, 3, A4, NULL};
+    stx__cam_eigen(&m4, work4, L4);
+    CHECK(near(L4[2], 2) && L4[0] == 0 && L4[1] == 0);
+    /* min-max; a constant channel gives zeros */
+    double c3[3] = {2, 4, 3}, mm[3], k3[3] = {5, 5, 5};
+    stx__cam_minmax(c3, 3, mm);
+    CHECK(mm[0] == 0 && mm[1] == 1 && near(mm[2], 0.5));
+    stx__cam_minmax(k3, 3, mm);
+    CHECK(mm[0] == 0 && mm[2] == 0);
+
+    /* RNG: same seed, same stream; normal draws have about the right moments */
+    stx_rng r1, r2;
+    stx__rng_seed(&r1, 7);
+    stx__rng_seed(&r2, 7);
+    bool same = true;
+    for (int i = 0; i < 100; i++) same &= stx__rng_next(&r1) == stx__rng_next(&r2);
+    CHECK(same);
+    double s1 = 0, sq = 0;
+    for (int i = 0; i < 100000; i++) {
+        double z = stx__rng_normal(&r1);
+        s1 += z;
+        sq += z * z;
+    }
+    CHECK(fabs(s1 / 100000) < 0.02 && fabs(sq / 100000 - 1) < 0.02);
+}
+
 int main(void) {
     test_status();
     test_scope();
@@ -579,6 +664,7 @@ int main(void) {
     test_numel();
     test_preprocess();
     test_facts();
+    test_explain_units();
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -72,4 +72,13 @@ const char *stx__shape_str(const int64_t *dims, int rank, char *buf, size_t n);
 int stx__threads(void);
 void stx__set_threads(int n);
 
+/* Random numbers (rng.c): xoshiro256** seeded by splitmix64; only through explicit seeds. */
+typedef struct stx_rng {
+    uint64_t s[4];
+} stx_rng;
+void stx__rng_seed(stx_rng *r, uint64_t seed);
+uint64_t stx__rng_next(stx_rng *r);
+double stx__rng_uniform(stx_rng *r); /* [0, 1), 53 bits */
+double stx__rng_normal(stx_rng *r);  /* standard normal (Box-Muller) */
+
 #endif

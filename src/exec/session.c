@@ -164,6 +164,64 @@ static bool shape_only_op(const stx_node *n) {
     return strcmp(n->op_type, "Shape") == 0 || strcmp(n->op_type, "Size") == 0;
 }
 
+/* start_at: keeps only the steps that depend on value `name`, which becomes the session's one
+ * input. Fails when a kept step reads a run-time value computed by a dropped step. */
+static stx_status restrict_to_tail(stx_session *s, const char *name) {
+    stx_err *ce = &s->ctx->err;
+    const stx_graph *g = &s->m->g;
+    int sv = stx__session_lookup(s, name);
+    if (sv < 0) return stx__errf(ce, STX_E_NOTFOUND, "tensor or module '%s' not found", name);
+    if (s->kind[sv] != STX_VK_RUNTIME)
+        return stx__errf(ce, STX_E_INVALID,
+                         "start tensor '%s' is not computed at run time (input or constant)", name);
+    if (s->seed_out >= 0)
+        return stx__errf(ce, STX_E_UNSUPPORTED, "start_at and grad_wrt cannot be combined");
+    uint8_t *dep = stx__calloc(s->ctx, (size_t)s->nv + 1, 1);
+    if (!dep) return stx__errf(ce, STX_E_NOMEM, "out of memory");
+    dep[sv] = 1;
+    int n = 0;
+    stx_status st = STX_OK;
+    for (int i = 0; i < s->n_steps; i++) {
+        stx_step *sp = &s->steps[i];
+        bool d = false;
+        for (int k = 0; k < sp->n_vin; k++) d |= sp->vin[k] >= 0 && dep[sp->vin[k]];
+        if (!d) {
+            stx_tensor_free(sp->owned);
+            sp->owned = NULL;
+            continue;
+        }
+        for (int k = 0; k < sp->n_vout; k++)
+            if (sp->vout[k] >= 0) dep[sp->vout[k]] = 1;
+        if (n != i) s->steps[n] = *sp;
+        n++;
+    }
+    for (int i = n; i < s->n_steps; i++) memset(&s->steps[i], 0, sizeof s->steps[i]);
+    s->n_steps = n;
+    for (int i = 0; i < n && !st; i++) {
+        const stx_step *sp = &s->steps[i];
+        for (int k = 0; k < sp->n_vin && !st; k++) {
+            int v = sp->vin[k];
+            if (v >= 0 && !dep[v] && (s->kind[v] == STX_VK_RUNTIME || s->kind[v] == STX_VK_INPUT))
+                st = stx__errf(ce, STX_E_UNSUPPORTED,
+                               "node '%s' after '%s' also reads '%s', computed before it (a "
+                               "connection around it): the network cannot restart there",
+                               sp->c.node->name, name, g->values[v].name);
+        }
+    }
+    if (!st && g->n_outputs > 0 && !dep[g->outputs[0]])
+        st = stx__errf(ce, STX_E_INVALID, "output '%s' does not depend on '%s'",
+                       g->values[g->outputs[0]].name, name);
+    if (!st) {
+        for (int v = 0; v < s->nv; v++)
+            if (s->kind[v] == STX_VK_RUNTIME && !dep[v]) s->kind[v] = STX_VK_UNUSED;
+        s->kind[sv] = STX_VK_INPUT;
+        s->inputs[0] = sv;
+        s->n_inputs = 1;
+    }
+    stx__free(s->ctx, dep);
+    return st;
+}
+
 stx_status stx_session_create(stx_model *m, const stx_session_options *opt,
                               const int64_t *input_shape, int rank, stx_session **out) {
     return stx_session_create_multi(m, opt, 1, &input_shape, &rank, out);
@@ -425,6 +483,10 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             st = stx__errf(ce, STX_E_INTERNAL, "graph output '%s' not computed", g->values[v].name);
             goto fail;
         }
+    }
+    if (o.start_at) {
+        st = restrict_to_tail(s, o.start_at);
+        if (st) goto fail;
     }
     stx__set_threads(s->nthreads); /* oneDNN splits work when primitives are created */
     if (s->use_dnnl && s->fuse) {

@@ -1,0 +1,841 @@
+/* explain.c: the explainer: resolves the target layer, plans the sessions a method needs, and
+ * runs the CAM family on batches (definitions: docs/cam.md; arithmetic: cam.c). */
+#include "explain.h"
+
+#include "../exec/session.h"
+#include "../graph/ir.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum {
+    M_CAM,
+    M_GRADCAM,
+    M_GRADCAM_FRAME,
+    M_GRADCAMPP,
+    M_SMOOTHPP,
+    M_XGRADCAM,
+    M_LAYERCAM,
+    M_HIRESCAM,
+    M_SCORECAM,
+    M_SSCAM,
+    M_ISCAM,
+    M_EIGENCAM,
+    M_ABLATION
+};
+
+static const char *const method_names[] = {
+    "cam",      "gradcam",  "gradcam-frame", "gradcam++", "smooth-gradcam++",
+    "xgradcam", "layercam", "hirescam",      "scorecam",  "sscam",
+    "iscam",    "eigencam", "ablationcam",   NULL};
+
+const char *const *stx_explain_methods(void) {
+    return method_names;
+}
+
+static bool uses_grad(int m) {
+    return m <= M_HIRESCAM;
+}
+static bool score_family(int m) {
+    return m == M_SCORECAM || m == M_SSCAM || m == M_ISCAM;
+}
+
+/* How the layer's tensor maps to K x T' x H' x W' per sample: element (k, t, h, w) of sample n is
+ * at n * slab + off + k*sk + t*st + h*sh + w*sw. */
+enum { LV_5D, LV_FRAMES, LV_TOKENS };
+typedef struct layer_view {
+    int kind;
+    int64_t K, T, H, W;
+    int64_t sk, st, sh, sw, off, slab;
+} layer_view;
+
+struct stx_explainer {
+    stx_model *m;
+    stx_context *ctx;
+    stx_err err;
+    int method;
+    stx_explain_options o;
+    int64_t shape[STX_MAX_RANK];
+    int rank;
+    int64_t N, T, H, W, C; /* input batch, frames, frame size, colours */
+    int tax, cax;          /* axes of time and colour in the input */
+    int64_t sample_numel;  /* input elements per sample */
+    char *layer;           /* tensor name */
+    const char *module, *how;
+    layer_view lv;
+    int token_grid[3];
+    int out_index;
+    const char *out_name;
+    stx_session *main, *pert, *tail;
+    int B;
+    stx_tensor *map, *out_copy, *xb, *xnoisy;
+    int64_t *targets, *frames;
+    double *A, *G, *D2, *D3, *L, *w, *up, *tmp, *work, *scores, *row;
+};
+
+stx_explain_options stx_explain_options_default(void) {
+    stx_explain_options o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    o.method = "gradcam";
+    o.score = STX_SCORE_LOGIT;
+    o.upsample = STX_UPSAMPLE_TRILINEAR;
+    o.batch = 16;
+    o.noise = -1.0f;
+    return o;
+}
+
+const char *stx_explainer_last_error(const stx_explainer *e) {
+    return e ? e->err.msg : "";
+}
+
+/* ---- layer mapping ----------------------------------------------------------------------- */
+
+static bool classify(const stx_explainer *e, const int64_t *d, int rank, layer_view *lv) {
+    memset(lv, 0, sizeof *lv);
+    const int *tg = e->token_grid;
+    int64_t P = (int64_t)tg[0] * tg[1] * tg[2];
+    if (rank == 5 && d[0] == e->N) {
+        *lv = (layer_view){LV_5D,
+                           d[1],
+                           d[2],
+                           d[3],
+                           d[4],
+                           d[2] * d[3] * d[4],
+                           d[3] * d[4],
+                           d[4],
+                           1,
+                           0,
+                           d[1] * d[2] * d[3] * d[4]};
+        return true;
+    }
+    if (P > 0 && rank == 3 && d[0] == e->N && (d[1] == P || d[1] == P + 1)) {
+        int64_t D = d[2];
+        *lv = (layer_view){LV_TOKENS,
+                           D,
+                           tg[0],
+                           tg[1],
+                           tg[2],
+                           1,
+                           (int64_t)tg[1] * tg[2] * D,
+                           tg[2] * D,
+                           D,
+                           d[1] == P + 1 ? D : 0,
+                           d[1] * D};
+        return true;
+    }
+    if (P > 0 && rank == 4 && d[0] == e->N && d[1] == tg[0] && d[2] == (int64_t)tg[1] * tg[2]) {
+        int64_t D = d[3];
+        *lv = (layer_view){LV_TOKENS, D,         tg[0], tg[1], tg[2],          1,
+                           d[2] * D,  tg[2] * D, D,     0,     d[1] * d[2] * D};
+        return true;
+    }
+    if (rank == 4 && d[0] == e->N * e->T && e->T > 1) {
+        int64_t C = d[1], h = d[2], w = d[3];
+        *lv = (layer_view){LV_FRAMES, C, e->T, h, w, h * w, C * h * w, w, 1, 0, e->T * C * h * w};
+        return true;
+    }
+    return false;
+}
+
+/* The patch embedding's token grid: the output T, H, W of the last 5-D Conv whose strides equal
+ * its kernel (tubelet embedding). */
+static bool grid_from_embedding(const stx_session *probe, int out[3]) {
+    const stx_graph *g = &probe->m->g;
+    bool found = false;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const stx_node *n = &g->nodes[i];
+        if (strcmp(n->op_type, "Conv") != 0 || n->n_out < 1 || n->out[0] < 0) continue;
+        const stx_attr *k = stx__attr(n, "kernel_shape"), *s = stx__attr(n, "strides");
+        if (!k || !s || k->n != 3 || s->n != 3) continue;
+        bool same = true, big = false;
+        for (int j = 0; j < 3; j++) {
+            same &= k->ints[j] == s->ints[j];
+            big |= k->ints[j] > 1;
+        }
+        const stx_tensor *t = &probe->vals[n->out[0]];
+        if (!same || !big || t->rank != 5) continue;
+        for (int j = 0; j < 3; j++) out[j] = (int)t->dims[2 + j];
+        found = true;
+    }
+    return found;
+}
+
+/* The last run-time tensor that maps to a grid with more than one spatial position. */
+static int auto_layer(const stx_explainer *e, const stx_session *probe) {
+    const stx_graph *g = &probe->m->g;
+    int best = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const stx_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_out; k++) {
+            int v = n->out[k];
+            if (v < 0 || probe->kind[v] != STX_VK_RUNTIME) continue;
+            const stx_tensor *t = &probe->vals[v];
+            layer_view lv;
+            if (t->dtype != STX_DTYPE_FLOAT || !classify(e, t->dims, t->rank, &lv)) continue;
+            if (lv.H * lv.W > 1) best = v;
+        }
+    }
+    return best;
+}
+
+static const char *module_of(const stx_model *m, const char *tensor) {
+    const char *best = NULL;
+    for (int i = 0; i < stx_model_num_modules(m); i++)
+        if (strcmp(stx_model_module_output(m, i), tensor) == 0) {
+            const char *p = stx_model_module_name(m, i);
+            if (!best || strlen(p) < strlen(best)) best = p;
+        }
+    return best;
+}
+
+/* ---- creation ---------------------------------------------------------------------------- */
+
+void stx_explainer_free(stx_explainer *e) {
+    if (!e) return;
+    stx_context *c = e->ctx;
+    stx_session_free(e->main);
+    stx_session_free(e->pert);
+    stx_session_free(e->tail);
+    stx_tensor_free(e->map);
+    stx_tensor_free(e->out_copy);
+    stx_tensor_free(e->xb);
+    stx_tensor_free(e->xnoisy);
+    double *bufs[] = {e->A,  e->G,   e->D2,   e->D3,     e->L,  e->w,
+                      e->up, e->tmp, e->work, e->scores, e->row};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) stx__free(c, bufs[i]);
+    stx__free(c, e->targets);
+    stx__free(c, e->frames);
+    stx__free(c, e->layer);
+    stx__free(c, e);
+}
+
+static double *dalloc(stx_explainer *e, int64_t n) {
+    return stx__calloc(e->ctx, (size_t)(n > 0 ? n : 1), sizeof(double));
+}
+
+stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
+                                const int64_t *input_shape, int rank, stx_explainer **out) {
+    if (!m || !out || !input_shape) return STX_E_INVALID;
+    *out = NULL;
+    stx_context *ctx = m->ctx;
+    stx_err *ce = &ctx->err;
+    stx_explainer *e = stx__calloc(ctx, 1, sizeof *e);
+    if (!e) return stx__errf(ce, STX_E_NOMEM, "out of memory");
+    e->m = m;
+    e->ctx = ctx;
+    e->o = opt ? *opt : stx_explain_options_default();
+    stx_explain_options *o = &e->o;
+    stx_session *probe = NULL;
+    stx_status st = STX_OK;
+    char sb[128];
+
+    /* method */
+    const char *meth = o->method ? o->method : "gradcam";
+    e->method = -1;
+    for (int i = 0; method_names[i]; i++)
+        if (strcmp(meth, method_names[i]) == 0) e->method = i;
+    if (e->method < 0) {
+        char list[512];
+        size_t q = 0;
+        for (int i = 0; method_names[i]; i++)
+            q +=
+                (size_t)snprintf(list + q, sizeof list - q, "%s%s", i ? ", " : "", method_names[i]);
+        st = stx__errf(ce, STX_E_INVALID, "unknown method '%s' (known: %s)", meth, list);
+        goto fail;
+    }
+    if (o->batch < 1 || o->batch > 4096) {
+        st = stx__errf(ce, STX_E_INVALID, "batch %d out of range [1, 4096]", o->batch);
+        goto fail;
+    }
+    if (o->samples < 0 || o->samples > 100000) {
+        st = stx__errf(ce, STX_E_INVALID, "samples %d out of range [0, 100000]", o->samples);
+        goto fail;
+    }
+    if (!(o->noise < 0 || (isfinite(o->noise) && o->noise <= 1e6))) {
+        st = stx__errf(ce, STX_E_INVALID, "noise %g is not a finite standard deviation",
+                       (double)o->noise);
+        goto fail;
+    }
+    if ((unsigned)o->upsample > STX_UPSAMPLE_NONE || (unsigned)o->score > STX_SCORE_PROB) {
+        st = stx__errf(ce, STX_E_INVALID, "invalid upsample or score option");
+        goto fail;
+    }
+
+    /* input axes */
+    stx_model_facts facts;
+    stx_model_facts_get(m, &facts); /* malformed keys are simply absent here */
+    const char *layout = o->layout ? o->layout : facts.layout ? facts.layout : "NCTHW";
+    if (strcmp(layout, "NCTHW") == 0) {
+        e->cax = 1;
+        e->tax = 2;
+    } else if (strcmp(layout, "NTCHW") == 0) {
+        e->tax = 1;
+        e->cax = 2;
+    } else {
+        st = stx__errf(ce, STX_E_UNSUPPORTED,
+                       "explanations need a clip input (layout NCTHW or NTCHW), model layout is %s",
+                       layout);
+        goto fail;
+    }
+    if (rank != 5) {
+        st = stx__errf(ce, STX_E_SHAPE, "input shape %s: expected 5 axes (%s)",
+                       stx__shape_str(input_shape, rank, sb, sizeof sb), layout);
+        goto fail;
+    }
+    for (int k = 0; k < rank; k++) {
+        if (input_shape[k] <= 0) {
+            st = stx__errf(ce, STX_E_SHAPE, "input shape %s has an empty axis",
+                           stx__shape_str(input_shape, rank, sb, sizeof sb));
+            goto fail;
+        }
+        e->shape[k] = input_shape[k];
+    }
+    e->rank = rank;
+    e->N = input_shape[0];
+    e->T = input_shape[e->tax];
+    e->C = input_shape[e->cax];
+    e->H = input_shape[3];
+    e->W = input_shape[4];
+    e->sample_numel = e->T * e->C * e->H * e->W;
+
+    /* output */
+    const char *oname = o->output ? o->output : facts.output;
+    e->out_index = 0;
+    if (oname) {
+        e->out_index = -1;
+        for (int i = 0; i < stx_model_num_outputs(m); i++)
+            if (strcmp(stx_model_output_name(m, i), oname) == 0) e->out_index = i;
+        if (e->out_index < 0) {
+            st = stx__errf(ce, STX_E_NOTFOUND, "output '%s' not found in the model", oname);
+            goto fail;
+        }
+    }
+    e->out_name = stx_model_output_name(m, e->out_index);
+
+    /* probe plan: shapes of every tensor, for the layer and the token grid */
+    stx_session_options po = stx_session_options_default();
+    po.use_dnnl = 0;
+    po.fuse = 0;
+    po.num_threads = o->num_threads;
+    st = stx_session_create(m, &po, e->shape, rank, &probe);
+    if (st) goto fail;
+    for (int j = 0; j < 3; j++) e->token_grid[j] = o->token_grid[j];
+    if (!e->token_grid[0]) {
+        if (facts.token_grid[0])
+            for (int j = 0; j < 3; j++) e->token_grid[j] = facts.token_grid[j];
+        else
+            grid_from_embedding(probe, e->token_grid);
+    }
+    for (int j = 0; j < 3; j++)
+        if (e->token_grid[j] < 0) {
+            st = stx__errf(ce, STX_E_INVALID, "token grid %d,%d,%d has a negative size",
+                           e->token_grid[0], e->token_grid[1], e->token_grid[2]);
+            goto fail;
+        }
+
+    /* layer */
+    const char *lname = o->layer;
+    e->how = "given";
+    if (!lname && facts.target_layer) {
+        lname = facts.target_layer;
+        e->how = "metadata";
+    }
+    const char *tensor = NULL;
+    if (lname) {
+        st = stx_model_resolve_tensor(m, lname, &tensor);
+        if (st) {
+            st = stx__errf(ce, STX_E_NOTFOUND,
+                           "layer '%s' is neither a tensor nor a module of the model%s", lname,
+                           strcmp(e->how, "metadata") == 0 ? " (from stx.target_layer)" : "");
+            goto fail;
+        }
+    } else {
+        e->how = "automatic";
+        int v = auto_layer(e, probe);
+        if (v < 0) {
+            st = stx__errf(ce, STX_E_NOTFOUND,
+                           "no layer maps to the clip's time and space axes (5-D, frame-batched "
+                           "or token tensor): give --layer%s",
+                           e->token_grid[0] ? "" : " (and --token-grid for transformers)");
+            goto fail;
+        }
+        tensor = m->g.values[v].name;
+    }
+    e->layer = stx__strdup(ctx, tensor);
+    if (!e->layer) {
+        st = stx__errf(ce, STX_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    e->module = lname && strcmp(lname, tensor) != 0 ? lname : module_of(m, tensor);
+    {
+        int v = stx__session_lookup(probe, tensor);
+        const stx_tensor *t = v >= 0 ? &probe->vals[v] : NULL;
+        if (!t || probe->kind[v] != STX_VK_RUNTIME) {
+            st =
+                stx__errf(ce, STX_E_INVALID,
+                          "layer '%s' (tensor '%s') is not computed from the input", lname, tensor);
+            goto fail;
+        }
+        if (t->dtype != STX_DTYPE_FLOAT || !classify(e, t->dims, t->rank, &e->lv)) {
+            st = stx__errf(
+                ce, STX_E_SHAPE,
+                "layer '%s' (tensor '%s') has shape %s, which maps to neither (N, C, T', H', W'), "
+                "frames (N*T, C, H', W') nor tokens of a %dx%dx%d grid%s",
+                lname ? lname : tensor, tensor, stx__shape_str(t->dims, t->rank, sb, sizeof sb),
+                e->token_grid[0], e->token_grid[1], e->token_grid[2],
+                e->token_grid[0] ? "" : " (give --token-grid T,H,W for token tensors)");
+            goto fail;
+        }
+    }
+    stx_session_free(probe);
+    probe = NULL;
+    if (e->method == M_EIGENCAM && e->lv.K > 8192) {
+        st = stx__errf(ce, STX_E_UNSUPPORTED, "eigencam: layer '%s' has %lld channels (max 8192)",
+                       e->layer, (long long)e->lv.K);
+        goto fail;
+    }
+
+    /* sessions */
+    const char *names[2] = {e->layer, NULL};
+    stx_session_options so = stx_session_options_default();
+    so.num_threads = o->num_threads;
+    if (uses_grad(e->method)) {
+        so.grad_wrt = names;
+        so.grad_output = e->out_index;
+    } else {
+        so.keep = names;
+    }
+    st = stx_session_create(m, &so, e->shape, rank, &e->main);
+    if (st) goto fail;
+    int64_t rows_per_sample = 0;
+    if (score_family(e->method) || e->method == M_ABLATION) {
+        int ns = e->method == M_SSCAM   ? (o->samples ? o->samples : 35)
+                 : e->method == M_ISCAM ? (o->samples ? o->samples : 10)
+                                        : 1;
+        rows_per_sample = e->lv.K * ns;
+        int64_t b = o->batch < rows_per_sample ? o->batch : rows_per_sample;
+        e->B = (int)b;
+        int64_t bshape[STX_MAX_RANK];
+        memcpy(bshape, e->shape, sizeof bshape);
+        bshape[0] = b;
+        stx_session_options bo = stx_session_options_default();
+        bo.num_threads = o->num_threads;
+        if (e->method == M_ABLATION) {
+            bo.start_at = e->layer;
+            st = stx_session_create(m, &bo, bshape, rank, &e->tail);
+            if (st) goto fail;
+            if (!stx_session_output(e->tail, e->out_index)->data) {
+                st = stx__errf(ce, STX_E_INVALID, "output '%s' does not depend on layer '%s'",
+                               e->out_name, e->layer);
+                goto fail;
+            }
+            int64_t ls[STX_MAX_RANK];
+            int lr;
+            stx_session_tensor_shape(e->tail, e->layer, ls, &lr);
+            e->xb = stx__tensor_new(ctx, STX_DTYPE_FLOAT, ls, lr);
+        } else {
+            st = stx_session_create(m, &bo, bshape, rank, &e->pert);
+            if (st) goto fail;
+            e->xb = stx__tensor_new(ctx, STX_DTYPE_FLOAT, bshape, rank);
+        }
+        if (!e->xb) {
+            st = stx__errf(ce, STX_E_NOMEM, "out of memory for a batch of %lld inputs",
+                           (long long)b);
+            goto fail;
+        }
+    }
+    if (e->method == M_SMOOTHPP) {
+        e->xnoisy = stx__tensor_new(ctx, STX_DTYPE_FLOAT, e->shape, rank);
+        if (!e->xnoisy) {
+            st = stx__errf(ce, STX_E_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
+
+    /* buffers */
+    int64_t K = e->lv.K, P = e->lv.T * e->lv.H * e->lv.W, THW = e->T * e->H * e->W;
+    e->A = dalloc(e, e->N * K * P);
+    e->G = dalloc(e, e->N * K * P);
+    e->L = dalloc(e, P);
+    e->w = dalloc(e, K * e->lv.T);
+    e->up = dalloc(e, THW);
+    e->tmp = dalloc(e, e->lv.T * e->lv.H * e->W + e->lv.T * e->H * e->W);
+    e->scores = dalloc(e, K);
+    e->row = dalloc(e, P);
+    if (e->method == M_SMOOTHPP) {
+        e->D2 = dalloc(e, e->N * K * P);
+        e->D3 = dalloc(e, e->N * K * P);
+    }
+    if (e->method == M_EIGENCAM) e->work = dalloc(e, K * K + 3 * K);
+    e->targets = stx__calloc(ctx, (size_t)e->N, sizeof(int64_t));
+    e->frames = stx__calloc(ctx, (size_t)e->N, sizeof(int64_t));
+    int64_t ms[4] = {e->N, e->T, e->H, e->W};
+    if (o->upsample == STX_UPSAMPLE_NONE) {
+        ms[1] = e->lv.T;
+        ms[2] = e->lv.H;
+        ms[3] = e->lv.W;
+    }
+    e->map = stx__tensor_new(ctx, STX_DTYPE_FLOAT, ms, 4);
+    if (!e->A || !e->G || !e->L || !e->w || !e->up || !e->tmp || !e->scores || !e->row ||
+        !e->targets || !e->frames || !e->map || (e->method == M_SMOOTHPP && (!e->D2 || !e->D3)) ||
+        (e->method == M_EIGENCAM && !e->work)) {
+        st = stx__errf(ce, STX_E_NOMEM, "out of memory for the explanation buffers");
+        goto fail;
+    }
+    *out = e;
+    return STX_OK;
+fail:
+    stx_session_free(probe);
+    stx_explainer_free(e);
+    return st;
+}
+
+stx_status stx_explainer_layer(const stx_explainer *e, const char **tensor, const char **module,
+                               const char **how, int64_t grid[4]) {
+    if (!e) return STX_E_INVALID;
+    if (tensor) *tensor = e->layer;
+    if (module) *module = e->module;
+    if (how) *how = e->how;
+    if (grid) {
+        grid[0] = e->lv.K;
+        grid[1] = e->lv.T;
+        grid[2] = e->lv.H;
+        grid[3] = e->lv.W;
+    }
+    return STX_OK;
+}
+
+const stx_tensor *stx_explainer_output(const stx_explainer *e) {
+    return e ? e->out_copy : NULL;
+}
+const int64_t *stx_explainer_targets(const stx_explainer *e) {
+    return e ? e->targets : NULL;
+}
+
+/* ---- running ----------------------------------------------------------------------------- */
+
+/* The target score of sample n of an output (N, K[, T...]): class c at frame f (f < 0: summed
+ * over frames), the logit or the softmax probability over axis 1 (as the backward seed). */
+static double score_of(const stx_tensor *y, int64_t n, int64_t c, int64_t f, stx_score sc) {
+    int64_t K = y->dims[1], inner = 1;
+    for (int k = 2; k < y->rank; k++) inner *= y->dims[k];
+    const float *d = y->data;
+    int64_t t0 = f >= 0 ? f : 0, t1 = f >= 0 ? f + 1 : inner;
+    double s = 0;
+    for (int64_t t = t0; t < t1; t++) {
+        double z = d[(n * K + c) * inner + t];
+        if (sc == STX_SCORE_PROB) {
+            double mx = -INFINITY, sum = 0;
+            for (int64_t k = 0; k < K; k++) mx = fmax(mx, d[(n * K + k) * inner + t]);
+            for (int64_t k = 0; k < K; k++) sum += exp(d[(n * K + k) * inner + t] - mx);
+            z = exp(z - mx) / sum;
+        }
+        s += z;
+    }
+    return s;
+}
+
+/* Copies sample n of the layer's tensor into K x P doubles. */
+static void gather(const layer_view *lv, const float *src, int64_t n, double *dst) {
+    const float *b = src + n * lv->slab + lv->off;
+    int64_t P = lv->T * lv->H * lv->W;
+    for (int64_t k = 0; k < lv->K; k++)
+        for (int64_t t = 0; t < lv->T; t++)
+            for (int64_t h = 0; h < lv->H; h++)
+                for (int64_t w = 0; w < lv->W; w++)
+                    dst[k * P + (t * lv->H + h) * lv->W + w] =
+                        b[k * lv->sk + t * lv->st + h * lv->sh + w * lv->sw];
+}
+
+static void zero_channel(const layer_view *lv, float *slab, int64_t k) {
+    float *b = slab + lv->off + k * lv->sk;
+    for (int64_t t = 0; t < lv->T; t++)
+        for (int64_t h = 0; h < lv->H; h++)
+            for (int64_t w = 0; w < lv->W; w++) b[t * lv->st + h * lv->sh + w * lv->sw] = 0;
+}
+
+/* dst = x (one sample) * mask (T x H x W) broadcast over the colour axis. */
+static void mask_input(const stx_explainer *e, const float *x, const double *mask, float *dst) {
+    int64_t T = e->T, C = e->C, HW = e->H * e->W;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t c = 0; c < C; c++) {
+            int64_t off = e->tax == 2 ? (c * T + t) * HW : (t * C + c) * HW;
+            const double *mk = mask + t * HW;
+            for (int64_t i = 0; i < HW; i++) dst[off + i] = (float)((double)x[off + i] * mk[i]);
+        }
+}
+
+static void upsample_into(stx_explainer *e, const double *L, double *dst, stx_upsample how) {
+    const layer_view *lv = &e->lv;
+    if (how == STX_UPSAMPLE_NEAREST)
+        stx__upsample_nearest(L, lv->T, lv->H, lv->W, dst, e->T, e->H, e->W);
+    else
+        stx__upsample_trilinear(L, lv->T, lv->H, lv->W, dst, e->T, e->H, e->W, e->tmp);
+}
+
+static stx_status progress(stx_explainer *e, int64_t done, int64_t total) {
+    if (e->o.progress && e->o.progress(e->o.progress_user, done, total))
+        return stx__errf(&e->err, STX_E_CANCELLED, "cancelled after %lld of %lld forwards",
+                         (long long)done, (long long)total);
+    return STX_OK;
+}
+
+static stx_status sess_err(stx_explainer *e, stx_session *s, stx_status st) {
+    return stx__errf(&e->err, st, "%s", stx_session_last_error(s));
+}
+
+/* Score-CAM family: the K (x samples) masked forwards of sample n, batched; fills e->scores. */
+static stx_status masked_scores(stx_explainer *e, const float *x, int64_t n, stx_rng *rng,
+                                int64_t *done, int64_t total) {
+    const layer_view *lv = &e->lv;
+    int64_t K = lv->K, P = lv->T * lv->H * lv->W, THW = e->T * e->H * e->W;
+    int ns = e->method == M_SCORECAM ? 1
+             : e->o.samples          ? e->o.samples
+             : e->method == M_SSCAM  ? 35
+                                     : 10;
+    double sigma = e->o.noise >= 0 ? e->o.noise : 2.0;
+    int64_t rows = K * ns;
+    float *xb = e->xb->data;
+    const float *xs = x + n * e->sample_numel;
+    for (int64_t k = 0; k < K; k++) e->scores[k] = 0;
+    for (int64_t r0 = 0; r0 < rows; r0 += e->B) {
+        int64_t nb = rows - r0 < e->B ? rows - r0 : e->B;
+        for (int64_t j = 0; j < e->B; j++) {
+            float *dst = xb + j * e->sample_numel;
+            if (j >= nb) { /* padding rows of the last batch: scores ignored */
+                memset(dst, 0, sizeof(float) * (size_t)e->sample_numel);
+                continue;
+            }
+            int64_t r = r0 + j, k = r / ns, i = r % ns;
+            stx__cam_minmax(e->A + (n * K + k) * P, P, e->row);
+            stx__upsample_trilinear(e->row, lv->T, lv->H, lv->W, e->up, e->T, e->H, e->W, e->tmp);
+            if (e->method == M_SSCAM) {
+                for (int64_t u = 0; u < THW; u++) e->up[u] += sigma * stx__rng_normal(rng);
+            } else if (e->method == M_ISCAM) {
+                double beta = (double)(i + 1) * (double)(i + 2) / 2.0 / (double)ns;
+                for (int64_t u = 0; u < THW; u++) e->up[u] *= beta;
+            }
+            mask_input(e, xs, e->up, dst);
+        }
+        stx_tensor *y;
+        stx_status st = stx_session_run(e->pert, e->xb, &y);
+        if (st) return sess_err(e, e->pert, st);
+        y = stx_session_output(e->pert, e->out_index);
+        for (int64_t j = 0; j < nb; j++) {
+            int64_t r = r0 + j;
+            e->scores[r / ns] += score_of(y, j, e->targets[n], e->frames[n], e->o.score) / ns;
+        }
+        *done += nb;
+        st = progress(e, *done, total);
+        if (st) return st;
+    }
+    return STX_OK;
+}
+
+/* Ablation-CAM: the K forwards of the network's tail with one channel of sample n zeroed. */
+static stx_status ablation_scores(stx_explainer *e, const float *act, int64_t n, int64_t *done,
+                                  int64_t total) {
+    const layer_view *lv = &e->lv;
+    int64_t K = lv->K;
+    float *xb = e->xb->data;
+    for (int64_t r0 = 0; r0 < K; r0 += e->B) {
+        int64_t nb = K - r0 < e->B ? K - r0 : e->B;
+        for (int64_t j = 0; j < e->B; j++) {
+            float *dst = xb + j * lv->slab;
+            memcpy(dst, act + n * lv->slab, sizeof(float) * (size_t)lv->slab);
+            if (j < nb) zero_channel(lv, dst, r0 + j);
+        }
+        stx_tensor *y;
+        stx_status st = stx_session_run(e->tail, e->xb, &y);
+        if (st) return sess_err(e, e->tail, st);
+        y = stx_session_output(e->tail, e->out_index);
+        for (int64_t j = 0; j < nb; j++)
+            e->scores[r0 + j] = score_of(y, j, e->targets[n], e->frames[n], e->o.score);
+        *done += nb;
+        st = progress(e, *done, total);
+        if (st) return st;
+    }
+    return STX_OK;
+}
+
+stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const int64_t *targets,
+                             const int64_t *frames, stx_tensor **map) {
+    if (!e || !input || !map) return STX_E_INVALID;
+    *map = NULL;
+    stx_status st = stx_session_run(e->main, input, NULL);
+    if (st) return sess_err(e, e->main, st);
+    const stx_tensor *y = stx_session_output(e->main, e->out_index);
+    if (y->rank < 2 || y->dtype != STX_DTYPE_FLOAT || y->dims[0] != e->N) {
+        char sb[128];
+        return stx__errf(&e->err, STX_E_SHAPE,
+                         "output '%s' has shape %s: class scores need float32 (N, K[, T])",
+                         e->out_name, stx__shape_str(y->dims, y->rank, sb, sizeof sb));
+    }
+    int64_t Kc = y->dims[1], inner = 1;
+    for (int k = 2; k < y->rank; k++) inner *= y->dims[k];
+    stx_tensor_free(e->out_copy);
+    e->out_copy = stx__tensor_clone(e->ctx, y);
+    if (!e->out_copy) return stx__errf(&e->err, STX_E_NOMEM, "out of memory");
+    for (int64_t n = 0; n < e->N; n++) {
+        int64_t f = frames ? frames[n] : -1, c = targets ? targets[n] : -1;
+        if (f < -1 || f >= inner || (inner == 1 && f > 0))
+            return stx__errf(&e->err, STX_E_INVALID,
+                             "frame %lld out of range: output '%s' has %lld frame(s)", (long long)f,
+                             e->out_name, (long long)inner);
+        if (c < -1 || c >= Kc)
+            return stx__errf(&e->err, STX_E_INVALID, "target class %lld out of range [0, %lld)",
+                             (long long)c, (long long)Kc);
+        if (c < 0) { /* top class of the frame, or of the scores summed over frames */
+            double best = -INFINITY;
+            for (int64_t k = 0; k < Kc; k++) {
+                double s = score_of(y, n, k, f, STX_SCORE_LOGIT);
+                if (s > best) {
+                    best = s;
+                    c = k;
+                }
+            }
+        }
+        e->targets[n] = c;
+        e->frames[n] = f;
+    }
+    const layer_view *lv = &e->lv;
+    int64_t K = lv->K, P = lv->T * lv->H * lv->W, NKP = e->N * K * P;
+    const stx_tensor *act = stx_session_value(e->main, e->layer);
+    if (!act) return stx__errf(&e->err, STX_E_INTERNAL, "layer '%s' not observable", e->layer);
+    for (int64_t n = 0; n < e->N; n++) gather(lv, act->data, n, e->A + n * K * P);
+    if (uses_grad(e->method)) {
+        stx_seed sd = stx_seed_default();
+        sd.targets = e->targets;
+        sd.frames = e->frames;
+        sd.score = e->o.score;
+        st = stx_session_backward(e->main, &sd);
+        if (st) return sess_err(e, e->main, st);
+        const stx_tensor *g = stx_session_grad(e->main, e->layer);
+        if (!g) return stx__errf(&e->err, STX_E_INTERNAL, "no gradient at '%s'", e->layer);
+        for (int64_t n = 0; n < e->N; n++) gather(lv, g->data, n, e->G + n * K * P);
+    }
+    if (e->method == M_SMOOTHPP) {
+        int ns = e->o.samples ? e->o.samples : 4;
+        double sigma = e->o.noise >= 0 ? e->o.noise : 0.3;
+        stx_rng rng;
+        stx__rng_seed(&rng, e->o.seed);
+        memset(e->G, 0, sizeof(double) * (size_t)NKP);
+        memset(e->D2, 0, sizeof(double) * (size_t)NKP);
+        memset(e->D3, 0, sizeof(double) * (size_t)NKP);
+        const float *x = input->data;
+        float *xn = e->xnoisy->data;
+        int64_t tot = e->N * e->sample_numel;
+        for (int i = 0; i < ns; i++) {
+            for (int64_t j = 0; j < tot; j++)
+                xn[j] = (float)((double)x[j] + sigma * stx__rng_normal(&rng));
+            st = stx_session_run(e->main, e->xnoisy, NULL);
+            if (!st) {
+                stx_seed sd = stx_seed_default();
+                sd.targets = e->targets;
+                sd.frames = e->frames;
+                sd.score = e->o.score;
+                st = stx_session_backward(e->main, &sd);
+            }
+            if (st) return sess_err(e, e->main, st);
+            const stx_tensor *g = stx_session_grad(e->main, e->layer);
+            /* accumulate the moments D1, D2, D3 (D1 in e->G) */
+            for (int64_t n = 0; n < e->N; n++) {
+                const float *gb = (const float *)g->data;
+                double *g1 = e->G + n * K * P, *g2 = e->D2 + n * K * P, *g3 = e->D3 + n * K * P;
+                const float *b = gb + n * lv->slab + lv->off;
+                for (int64_t k = 0; k < K; k++)
+                    for (int64_t t = 0; t < lv->T; t++)
+                        for (int64_t h = 0; h < lv->H; h++)
+                            for (int64_t w = 0; w < lv->W; w++) {
+                                double v = b[k * lv->sk + t * lv->st + h * lv->sh + w * lv->sw];
+                                int64_t u = k * P + (t * lv->H + h) * lv->W + w;
+                                g1[u] += v / ns;
+                                g2[u] += v * v / ns;
+                                g3[u] += v * v * v / ns;
+                            }
+            }
+            st = progress(e, i + 1, ns);
+            if (st) return st;
+        }
+    }
+    /* per-sample perturbation scores and maps */
+    int64_t done = 0, total = 0;
+    if (score_family(e->method)) {
+        int ns = e->method == M_SCORECAM ? 1
+                 : e->o.samples          ? e->o.samples
+                 : e->method == M_SSCAM  ? 35
+                                         : 10;
+        total = e->N * K * ns;
+    } else if (e->method == M_ABLATION) {
+        total = e->N * K;
+    }
+    stx_rng rng;
+    stx__rng_seed(&rng, e->o.seed);
+    /* the clean input and activations stay valid: the perturbation runs use other sessions */
+    float *out = e->map->data;
+    int64_t mapP = e->map->dims[1] * e->map->dims[2] * e->map->dims[3];
+    for (int64_t n = 0; n < e->N; n++) {
+        stx_cam_maps cm = {K, lv->T, lv->H, lv->W, e->A + n * K * P, e->G + n * K * P};
+        double base = score_of(e->out_copy, n, e->targets[n], e->frames[n], e->o.score);
+        switch (e->method) {
+        case M_CAM:
+            stx__cam_cam(&cm, e->w, e->L);
+            break;
+        case M_GRADCAM:
+            stx__cam_gradcam(&cm, e->w, e->L);
+            break;
+        case M_GRADCAM_FRAME:
+            stx__cam_gradcam_frame(&cm, e->w, e->L);
+            break;
+        case M_GRADCAMPP:
+            stx__cam_gradcampp(&cm, cm.G, NULL, NULL, e->w, e->L);
+            break;
+        case M_SMOOTHPP:
+            stx__cam_gradcampp(&cm, cm.G, e->D2 + n * K * P, e->D3 + n * K * P, e->w, e->L);
+            break;
+        case M_XGRADCAM:
+            stx__cam_xgradcam(&cm, e->w, e->L);
+            break;
+        case M_LAYERCAM:
+            stx__cam_layercam(&cm, e->L);
+            break;
+        case M_HIRESCAM:
+            stx__cam_hirescam(&cm, e->L);
+            break;
+        case M_EIGENCAM:
+            stx__cam_eigen(&cm, e->work, e->L);
+            break;
+        case M_ABLATION:
+            if (base == 0)
+                return stx__errf(&e->err, STX_E_NUMERIC,
+                                 "ablationcam: the target score of sample %lld is 0, so the "
+                                 "weights (y - y_k) / y are undefined (try --score prob)",
+                                 (long long)n);
+            st = ablation_scores(e, act->data, n, &done, total);
+            if (st) return st;
+            stx__cam_ablation(&cm, e->scores, base, e->w, e->L);
+            break;
+        default: /* Score-CAM family */
+            st = masked_scores(e, input->data, n, &rng, &done, total);
+            if (st) return st;
+            stx__cam_from_scores(&cm, e->scores, base, e->w, e->L);
+            break;
+        }
+        const double *res = e->L;
+        if (e->o.upsample != STX_UPSAMPLE_NONE) {
+            upsample_into(e, e->L, e->up, e->o.upsample);
+            res = e->up;
+        }
+        for (int64_t u = 0; u < mapP; u++) {
+            if (!isfinite(res[u]))
+                return stx__errf(&e->err, STX_E_NUMERIC,
+                                 "the %s map of sample %lld has a non-finite value at %lld",
+                                 method_names[e->method], (long long)n, (long long)u);
+            out[n * mapP + u] = (float)res[u];
+        }
+    }
+    *map = e->map;
+    return STX_OK;
+}

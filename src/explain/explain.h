@@ -1,0 +1,50 @@
+/* explain.h: internals shared by the explanation methods (never installed). */
+#ifndef STX_EXPLAIN_H
+#define STX_EXPLAIN_H
+
+#include "../core/core.h"
+
+/* ---- upsampling (upsample.c) ------------------------------------------------------------ */
+
+/* Resizes a (ti, hi, wi) volume to (to, ho, wo). Trilinear is separable linear interpolation with
+ * half-pixel centres as torch.nn.functional.interpolate(mode='trilinear', align_corners=False);
+ * nearest picks source index floor(d * in / out) as interpolate(mode='nearest'). tmp holds at
+ * least ti*hi*wo + ti*ho*wo doubles. */
+void stx__upsample_trilinear(const double *in, int64_t ti, int64_t hi, int64_t wi, double *out,
+                             int64_t to, int64_t ho, int64_t wo, double *tmp);
+void stx__upsample_nearest(const double *in, int64_t ti, int64_t hi, int64_t wi, double *out,
+                           int64_t to, int64_t ho, int64_t wo);
+
+/* ---- the CAM family's arithmetic (cam.c), one sample at a time -------------------------- */
+
+/* A and G are K x P (P = T*H*W positions, row-major t, h, w); L receives P values. */
+typedef struct stx_cam_maps {
+    int64_t K, T, H, W;
+    const double *A; /* activation */
+    const double *G; /* gradient of the score (NULL for activation-only methods) */
+} stx_cam_maps;
+
+/* L = sum_k w_k A_k, then ReLU when relu is set. */
+void stx__cam_combine(const stx_cam_maps *m, const double *w, bool relu, double *L);
+void stx__cam_cam(const stx_cam_maps *m, double *w, double *L);
+void stx__cam_gradcam(const stx_cam_maps *m, double *w, double *L);
+/* w holds K*T weights (per time slice). */
+void stx__cam_gradcam_frame(const stx_cam_maps *m, double *w, double *L);
+/* Grad-CAM++ from derivative moments D1 = mean g, D2 = mean g^2, D3 = mean g^3 (K x P each; for
+ * plain Grad-CAM++ D1 = G and D2/D3 NULL: computed from G). */
+void stx__cam_gradcampp(const stx_cam_maps *m, const double *D1, const double *D2, const double *D3,
+                        double *w, double *L);
+void stx__cam_xgradcam(const stx_cam_maps *m, double *w, double *L);
+void stx__cam_layercam(const stx_cam_maps *m, double *L);
+void stx__cam_hirescam(const stx_cam_maps *m, double *L);
+/* Score-CAM family: w = softmax_k(s_k - base); L = relu(sum w A). */
+void stx__cam_from_scores(const stx_cam_maps *m, const double *s, double base, double *w,
+                          double *L);
+/* Ablation-CAM: w_k = (y - y_k) / y. */
+void stx__cam_ablation(const stx_cam_maps *m, const double *yk, double y, double *w, double *L);
+/* Eigen-CAM: work holds K*K + 3*K doubles. Fails (E_NOMEM) never; returns the iterations. */
+int stx__cam_eigen(const stx_cam_maps *m, double *work, double *L);
+/* Per-channel min-max of A_k to [0, 1] (constant channel: zeros) into out (P values). */
+void stx__cam_minmax(const double *a, int64_t P, double *out);
+
+#endif
