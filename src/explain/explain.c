@@ -586,6 +586,19 @@ static stx_status sess_err(stx_explainer *e, stx_session *s, stx_status st) {
     return stx__errf(&e->err, st, "%s", stx_session_last_error(s));
 }
 
+/* After a forward of the main session: the gradient of the targets' scores at the layer. */
+static stx_status layer_gradient(stx_explainer *e, const stx_tensor **g) {
+    stx_seed sd = stx_seed_default();
+    sd.targets = e->targets;
+    sd.frames = e->frames;
+    sd.score = e->o.score;
+    stx_status st = stx_session_backward(e->main, &sd);
+    if (st) return sess_err(e, e->main, st);
+    *g = stx_session_grad(e->main, e->layer);
+    if (!*g) return stx__errf(&e->err, STX_E_INTERNAL, "no gradient at '%s'", e->layer);
+    return STX_OK;
+}
+
 /* Score-CAM family: the K (x samples) masked forwards of sample n, batched; fills e->scores. */
 static stx_status masked_scores(stx_explainer *e, const float *x, int64_t n, stx_rng *rng,
                                 int64_t *done, int64_t total) {
@@ -706,14 +719,9 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
     if (!act) return stx__errf(&e->err, STX_E_INTERNAL, "layer '%s' not observable", e->layer);
     for (int64_t n = 0; n < e->N; n++) gather(lv, act->data, n, e->A + n * K * P);
     if (uses_grad(e->method)) {
-        stx_seed sd = stx_seed_default();
-        sd.targets = e->targets;
-        sd.frames = e->frames;
-        sd.score = e->o.score;
-        st = stx_session_backward(e->main, &sd);
-        if (st) return sess_err(e, e->main, st);
-        const stx_tensor *g = stx_session_grad(e->main, e->layer);
-        if (!g) return stx__errf(&e->err, STX_E_INTERNAL, "no gradient at '%s'", e->layer);
+        const stx_tensor *g;
+        st = layer_gradient(e, &g);
+        if (st) return st;
         for (int64_t n = 0; n < e->N; n++) gather(lv, g->data, n, e->G + n * K * P);
     }
     if (e->method == M_SMOOTHPP) {
@@ -731,15 +739,10 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
             for (int64_t j = 0; j < tot; j++)
                 xn[j] = (float)((double)x[j] + sigma * stx__rng_normal(&rng));
             st = stx_session_run(e->main, e->xnoisy, NULL);
-            if (!st) {
-                stx_seed sd = stx_seed_default();
-                sd.targets = e->targets;
-                sd.frames = e->frames;
-                sd.score = e->o.score;
-                st = stx_session_backward(e->main, &sd);
-            }
             if (st) return sess_err(e, e->main, st);
-            const stx_tensor *g = stx_session_grad(e->main, e->layer);
+            const stx_tensor *g;
+            st = layer_gradient(e, &g);
+            if (st) return st;
             /* accumulate the moments D1, D2, D3 (D1 in e->G) */
             for (int64_t n = 0; n < e->N; n++) {
                 const float *gb = (const float *)g->data;
