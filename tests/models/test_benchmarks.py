@@ -83,8 +83,14 @@ def main():
     with np.load(os.path.join(ROOT, 'models', 'zoo', 'action_test.npz')) as f:
         fixture = {k: f[k] for k in f.files}
     test = action_data.make_dataset(8, 2)
-    check('action: models/zoo/action_test.npz == generator(seed 2)[:8]',
-          same(fixture, {k: test[k] for k in fixture}))
+    # numpy's vectorised sin/exp may round differently on another CPU: labels, masks and events
+    # must be equal, pixels within one level on at most 1e-4 of them (train_zoo.py keeps the
+    # committed clips under the same rule)
+    d = np.abs(fixture['video'].astype(np.int16) - test['video'].astype(np.int16))
+    check('action: models/zoo/action_test.npz == generator(seed 2)[:8] (pixels: max diff %d, '
+          '%d differ)' % (d.max(), (d > 0).sum()),
+          all(np.array_equal(fixture[k], test[k]) for k in ('label', 'mask', 'event')) and
+          d.max() <= 1 and (d > 0).mean() < 1e-4)
 
     # ---- procedures ----
     v1 = procedure_data.make_video(np.random.default_rng([5, 0]), 300)
