@@ -278,7 +278,8 @@ typedef struct stx_session_options {
      * (the nodes that depend on it). The session's one input is then that tensor, with the shape
      * it has for the input shape given to stx_session_create; the rest of the network must
      * read nothing else computed before it (no skip connection around it). Ablation-style
-     * methods use it to recompute only the tail. Not combinable with grad_wrt. */
+     * methods use it to recompute only the tail; graph outputs that do not depend on the tensor
+     * are not computed (their data is NULL). Not combinable with grad_wrt. */
     const char *start_at;
 } stx_session_options;
 

@@ -208,9 +208,10 @@ static stx_status restrict_to_tail(stx_session *s, const char *name) {
                                sp->c.node->name, name, g->values[v].name);
         }
     }
-    if (!st && g->n_outputs > 0 && !dep[g->outputs[0]])
-        st = stx__errf(ce, STX_E_INVALID, "output '%s' does not depend on '%s'",
-                       g->values[g->outputs[0]].name, name);
+    bool any = false;
+    for (int k = 0; k < g->n_outputs; k++) any |= dep[g->outputs[k]] != 0;
+    if (!st && !any)
+        st = stx__errf(ce, STX_E_INVALID, "no output of the model depends on '%s'", name);
     if (!st) {
         for (int v = 0; v < s->nv; v++)
             if (s->kind[v] == STX_VK_RUNTIME && !dep[v]) s->kind[v] = STX_VK_UNUSED;
