@@ -41,6 +41,14 @@ static bool score_family(int m) {
     return m == M_SCORECAM || m == M_SSCAM || m == M_ISCAM;
 }
 
+/* Noisy or scaled copies per channel (sscam, iscam) or per input (smooth-gradcam++); 1 else. */
+static int method_samples(int m, int samples) {
+    if (m == M_SSCAM) return samples ? samples : 35;
+    if (m == M_ISCAM) return samples ? samples : 10;
+    if (m == M_SMOOTHPP) return samples ? samples : 4;
+    return 1;
+}
+
 /* How the layer's tensor maps to K x T' x H' x W' per sample: element (k, t, h, w) of sample n is
  * at n * slab + off + k*sk + t*st + h*sh + w*sw. */
 enum { LV_5D, LV_FRAMES, LV_TOKENS };
@@ -411,9 +419,7 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
     if (st) goto fail;
     int64_t rows_per_sample = 0;
     if (score_family(e->method) || e->method == M_ABLATION) {
-        int ns = e->method == M_SSCAM   ? (o->samples ? o->samples : 35)
-                 : e->method == M_ISCAM ? (o->samples ? o->samples : 10)
-                                        : 1;
+        int ns = method_samples(e->method, o->samples);
         rows_per_sample = e->lv.K * ns;
         int64_t b = o->batch < rows_per_sample ? o->batch : rows_per_sample;
         e->B = (int)b;
@@ -604,10 +610,7 @@ static stx_status masked_scores(stx_explainer *e, const float *x, int64_t n, stx
                                 int64_t *done, int64_t total) {
     const layer_view *lv = &e->lv;
     int64_t K = lv->K, P = lv->T * lv->H * lv->W, THW = e->T * e->H * e->W;
-    int ns = e->method == M_SCORECAM ? 1
-             : e->o.samples          ? e->o.samples
-             : e->method == M_SSCAM  ? 35
-                                     : 10;
+    int ns = method_samples(e->method, e->o.samples);
     double sigma = e->o.noise >= 0 ? e->o.noise : 2.0;
     int64_t rows = K * ns;
     float *xb = e->xb->data;
@@ -725,7 +728,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
         for (int64_t n = 0; n < e->N; n++) gather(lv, g->data, n, e->G + n * K * P);
     }
     if (e->method == M_SMOOTHPP) {
-        int ns = e->o.samples ? e->o.samples : 4;
+        int ns = method_samples(e->method, e->o.samples);
         double sigma = e->o.noise >= 0 ? e->o.noise : 0.3;
         stx_rng rng;
         stx__rng_seed(&rng, e->o.seed);
@@ -766,10 +769,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
     /* per-sample perturbation scores and maps */
     int64_t done = 0, total = 0;
     if (score_family(e->method)) {
-        int ns = e->method == M_SCORECAM ? 1
-                 : e->o.samples          ? e->o.samples
-                 : e->method == M_SSCAM  ? 35
-                                         : 10;
+        int ns = method_samples(e->method, e->o.samples);
         total = e->N * K * ns;
     } else if (e->method == M_ABLATION) {
         total = e->N * K;

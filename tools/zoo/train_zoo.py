@@ -188,9 +188,9 @@ TREV = np.array([1, 0, 3, 2, 5, 4, 6, 7])
 APPEAR = 6
 
 
-def flip_augment(video, label, rng, mask=None):
+def flip_augment(video, label, rng):
     """Random horizontal and vertical mirroring and time reversal of uint8 clips (n, T, H, W, 3),
-    labels remapped; the target masks (n, T, H, W), when given, transformed alike."""
+    labels remapped."""
     video = video.copy()
     label = label.copy()
     h = rng.random(len(label)) < 0.5
@@ -202,13 +202,7 @@ def flip_augment(video, label, rng, mask=None):
     label[v] = VFLIP[label[v]]
     video[r] = video[r][:, ::-1]
     label[r] = TREV[label[r]]
-    if mask is None:
-        return video, label
-    mask = mask.copy()
-    mask[h] = mask[h][:, :, :, ::-1]
-    mask[v] = mask[v][:, :, ::-1]
-    mask[r] = mask[r][:, ::-1]
-    return video, label, mask
+    return video, label
 
 
 def mirror(frames, h, v):
