@@ -130,6 +130,9 @@ STX_API const int64_t *stx_tensor_shape(const stx_tensor *t);
 STX_API int64_t stx_tensor_numel(const stx_tensor *t);
 STX_API void *stx_tensor_data(stx_tensor *t);
 STX_API const void *stx_tensor_data_const(const stx_tensor *t);
+/* Gives t a new shape with the same number of elements (the data is not moved). STX_E_SHAPE
+ * when the element counts differ. */
+STX_API stx_status stx_tensor_reshape(stx_tensor *t, const int64_t *shape, int rank);
 
 /* .npy files (format versions 1-3, little-endian, C order; float32/float64/int64/int32/bool/
  * uint8/int8). Writing is atomic: a temporary file beside the target, then rename. */
@@ -232,7 +235,34 @@ typedef struct stx_preprocess {
     int normalize;         /* 1: x = (v / 255 - mean) / std per channel; 0 (default): x = v / 255 */
     float mean[3], std[3]; /* RGB; default 0 and 1; std must be > 0 when normalize is set */
     int height, width;     /* resize every frame to this size first (bilinear); 0: keep */
+    /* Resize-and-crop, as torchvision's Resize(short) + CenterCrop(crop) (used when height and
+     * width are 0): scale so that the short side is short_side (0: keep), then cut the centred
+     * crop_height x crop_width window (0: no crop). */
+    int short_side;
+    int crop_height, crop_width;
+    int bgr; /* 1: the model takes BGR (channel 0 = blue); mean/std are then in BGR order */
 } stx_preprocess;
+
+/* Where a preprocessed frame (the model's H' x W') came from in the source frame: resized to
+ * resized_h x resized_w, then the window at (crop_y, crop_x) of size out_h x out_w cut out. */
+typedef struct stx_frame_geometry {
+    int src_h, src_w;
+    int resized_h, resized_w;
+    int crop_y, crop_x;
+    int out_h, out_w;
+} stx_frame_geometry;
+
+/* The geometry p gives to src_h x src_w frames, as torchvision's Resize(short_side) and
+ * CenterCrop do it: the long side becomes int(short_side * long / short) (truncated), the crop
+ * offsets round((resized - crop) / 2) with Python's rounding (halves to even). height or width,
+ * when set, resize to exactly that size (0: that side kept) with no crop. Fails with STX_E_SHAPE
+ * when the crop is larger than the resized frame. */
+STX_API stx_status stx_preprocess_geometry(const stx_preprocess *p, int src_h, int src_w,
+                                           stx_frame_geometry *out);
+/* Named presets: "kinetics" (mean 0.43216,0.394666,0.37645, std 0.22803,0.22145,0.216989,
+ * short side 128, crop 112: torchvision's video models), "imagenet" (mean 0.485,0.456,0.406, std
+ * 0.229,0.224,0.225, short side 256, crop 224). Fills normalisation, short side and crop. */
+STX_API stx_status stx_preprocess_preset(const char *name, stx_preprocess *p);
 
 STX_API stx_preprocess stx_preprocess_default(void);
 /* Fills layout, normalisation and frame size from the model's facts, leaving *p's values where
@@ -242,13 +272,164 @@ STX_API stx_status stx_preprocess_from_model(const stx_model *m, stx_preprocess 
 /* frames: uint8 (T, H, W, C) or (N, T, H, W, C), C = 3 (RGB) or 1 (grey, replicated to 3).
  * *out (a new float32 tensor, freed by the caller) is, with H', W' the resized frame size:
  *   NCTHW -> (N, 3, T, H', W');  NTCHW -> (N, T, 3, H', W');  NCHW -> (N*T, 3, H', W').
- * Without resizing the values equal numpy's float32 `x = v.astype(np.float32) / np.float32(255);
- * x = (x - mean) / std` bit for bit. Resizing is bilinear on v / 255 (before normalisation) with
- * half-pixel centres, as torch.nn.functional.interpolate(mode='bilinear', align_corners=False,
- * antialias=False): the source coordinate of output pixel d is (d + 0.5) * in / out - 0.5,
- * clamped at 0, and the neighbour index is clamped to the last pixel. */
+ * With short_side or a crop: H' x W' = the geometry's out_h x out_w (the resize computes only the
+ * pixels inside the crop). Without resizing the values equal numpy's float32 `x =
+ * v.astype(np.float32) / np.float32(255); x = (x - mean) / std` bit for bit. Resizing is bilinear
+ * on v / 255 (before normalisation) with half-pixel centres, as
+ * torch.nn.functional.interpolate(mode='bilinear', align_corners=False, antialias=False): the
+ * source coordinate of output pixel d is (d + 0.5) * in / out - 0.5, clamped at 0, and the
+ * neighbour index is clamped to the last pixel. */
 STX_API stx_status stx_frames_to_input(stx_context *ctx, const stx_tensor *frames,
                                        const stx_preprocess *p, stx_tensor **out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Video sources: a video file (any container and codec FFmpeg's libraries decode), a folder of
+ * PNG/JPEG frames (sorted by name), or a uint8 .npy holding frames (T, H, W, 3) or (T, H, W).
+ * Frames come out as uint8 RGB (n, H, W, 3). Errors are kept on the context.
+ */
+typedef struct stx_video stx_video;
+
+typedef struct stx_video_info {
+    size_t size;
+    const char *kind;   /* "video", "images" or "npy" */
+    const char *format; /* container ("mov,mp4,m4a,3gp,3g2,mj2"), "png"/"jpeg" folder, "npy" */
+    const char *codec;  /* "h264", "mpeg4", ...; "png"/"mjpeg" for folders, "raw" for .npy */
+    int width, height;
+    int64_t num_frames; /* exact: a video's packets counted by demuxing at open */
+    double fps;         /* frames per second; 0 when unknown (folders, .npy) */
+} stx_video_info;
+
+STX_API stx_status stx_video_open(stx_context *ctx, const char *path, stx_video **out);
+STX_API void stx_video_close(stx_video *v);
+STX_API stx_status stx_video_get_info(const stx_video *v, stx_video_info *out);
+/* Reads the frames with the given indices (non-decreasing, each < num_frames) into *out, a new
+ * uint8 tensor (n, H, W, 3) freed by the caller. Decoding streams forward: only the frames asked
+ * for are kept, and the frames of the previous call stay cached, so that overlapping sliding
+ * windows never decode a frame twice. Asking for a frame before the cached ones rewinds (the
+ * file is reopened). A frame that cannot be decoded (truncated or corrupt file) fails with
+ * STX_E_FORMAT naming the file and frame index (at open when demuxing already shows it). */
+STX_API stx_status stx_video_read(stx_video *v, const int64_t *indices, int n, stx_tensor **out);
+
+/* Clip sampling over a video of num_frames frames. */
+typedef struct stx_sampling {
+    size_t size;
+    int clip_len;          /* frames per clip (default 16) */
+    int frame_stride;      /* step between sampled frames (default 1) */
+    int64_t start;         /* first frame (default 0) */
+    int uniform;           /* 1: clip_len frames spread evenly over the whole video (start and
+                              stride ignored): frame i = floor((i + 0.5) * num_frames / clip_len) */
+    int windows;           /* 1: sliding windows covering the video from start */
+    int64_t window_stride; /* frames between window starts; 0: clip_len * frame_stride (no
+                              overlap) */
+} stx_sampling;
+
+STX_API stx_sampling stx_sampling_default(void);
+/* Number of clips the sampling gives (1 unless windows; the last window is moved back to end at
+ * the last frame so that every frame from start on is covered). Fails with STX_E_SHAPE when the
+ * video is too short for one clip (frames past the end are repeated from the last frame only
+ * with uniform sampling of a video shorter than clip_len). */
+STX_API stx_status stx_sampling_count(const stx_sampling *s, int64_t num_frames, int64_t *count);
+/* The clip_len frame indices of clip k. */
+STX_API stx_status stx_sampling_indices(const stx_sampling *s, int64_t num_frames, int64_t k,
+                                        int64_t *indices);
+
+/* ---------------------------------------------------------------------------------------------
+ * Rendering: colour maps, overlays at the source resolution, image and video writers.
+ * Every writer writes a temporary file beside the target and renames it: no half-written file.
+ */
+typedef enum {
+    STX_CMAP_JET = 0,      /* matplotlib's jet (the peers' default) */
+    STX_CMAP_TURBO = 1,    /* Google's turbo */
+    STX_CMAP_INFERNO = 2,  /* matplotlib's inferno */
+    STX_CMAP_VIRIDIS = 3,  /* matplotlib's viridis */
+    STX_CMAP_DIVERGING = 4 /* blue - white - red (matplotlib's bwr) for signed maps: 0 is white */
+} stx_colormap;
+
+/* "jet", "turbo", "inferno", "viridis", "diverging" (also "bwr"); -1 when unknown. */
+STX_API int stx_colormap_from_name(const char *name);
+/* The name of a colour map; "unknown" for a value outside the enum. */
+STX_API const char *stx_colormap_name(stx_colormap c);
+/* RGB of value v in [0, 1] (clamped; NaN, or an unknown map, gives black). Each map is a
+ * 256-entry table and v picks entry int(v * 256) (1 picks the last): exactly matplotlib's
+ * cmap(v, bytes=True) for every float32 v. */
+STX_API void stx_colormap_rgb(stx_colormap c, float v, uint8_t rgb[3]);
+
+typedef struct stx_render_options {
+    size_t size;
+    stx_colormap colormap; /* default jet */
+    float alpha;           /* weight of the heat map in the blend (default 0.5): out = (1 - alpha)
+                            * frame + alpha * colour */
+    int per_frame;         /* 1: normalise each frame on its own; 0 (default): the whole clip */
+    int signed_map;        /* 1: map [-m, m] to [0, 1] with m = max |value| (use with the
+                              diverging map); 0 (default): min-max to [0, 1] */
+    float dim;             /* brightness of source pixels outside the model's crop (default 0.35) */
+    /* 1: normalise with the fixed range [range_lo, range_hi] instead of the map's own minimum and
+     * maximum (signed: m = max(|range_lo|, |range_hi|)); per_frame is then ignored. Renders a long
+     * video chunk by chunk on one scale, or several maps on a common scale. Default 0. */
+    int use_range;
+    float range_lo, range_hi;
+} stx_render_options;
+
+/* Options may be NULL (the defaults); otherwise size must be sizeof(stx_render_options) (start
+ * from the default getter) and alpha and dim lie in [0, 1], else STX_E_INVALID. */
+STX_API stx_render_options stx_render_options_default(void);
+/* Normalises map (T, h, w) float32 to [0, 1] as o says (over the clip or per frame) into the
+ * new tensor *out: (v - min) / (max - min), a constant map giving 0s; signed: 0.5 + 0.5 * v / m,
+ * an all-zero map giving 0.5s. A NaN or infinite value is STX_E_NUMERIC naming its [t, y, x].
+ * Use: normalise at the model's resolution, then unmap, then overlay. */
+STX_API stx_status stx_render_normalize(stx_context *ctx, const stx_tensor *map,
+                                        const stx_render_options *o, stx_tensor **out);
+/* Carries a map (T, out_h, out_w) at the model's input resolution back to source frames of
+ * g->src_h x g->src_w: each source pixel's centre goes through the resize and the crop (half-pixel
+ * centres) and samples the map bilinearly; pixels outside the crop get NaN. *out is a new float32
+ * (T, src_h, src_w) tensor. Per axis (rows shown): source row y is at p = (y + 0.5) * resized_h /
+ * src_h in the resized frame; it is inside the crop when crop_y <= p < crop_y + out_h, and then
+ * samples the map at c = p - 0.5 - crop_y, clamped to [0, out_h - 1]. */
+STX_API stx_status stx_render_unmap(stx_context *ctx, const stx_tensor *map,
+                                    const stx_frame_geometry *g, stx_tensor **out);
+/* Blends frames uint8 (T, H, W, 3) with norm (T, H, W) in [0, 1] (NaN: outside the crop, shown
+ * dimmed and uncoloured) into the new uint8 tensor *out (T, H, W, 3): per channel
+ * floor((1 - alpha) * frame + alpha * colour + 0.5), and floor(frame * dim + 0.5) where NaN. */
+STX_API stx_status stx_render_overlay(stx_context *ctx, const stx_tensor *frames,
+                                      const stx_tensor *norm, const stx_render_options *o,
+                                      stx_tensor **out);
+/* PNG of a uint8 image (H, W, 3) (libpng). */
+STX_API stx_status stx_write_png(stx_context *ctx, const stx_tensor *rgb, const char *path);
+/* Animated GIF of frames uint8 (T, H, W, 3) (giflib; looping): one palette of at most 256 colours
+ * per frame (exact when the frame has no more colours); frame i lasts round(100 (i + 1) / fps) -
+ * round(100 i / fps) hundredths of a second, at least 2. */
+STX_API stx_status stx_write_gif(stx_context *ctx, const stx_tensor *frames, double fps,
+                                 const char *path);
+/* Video of frames uint8 (T, H, W, 3): H.264 (yuv420p) in MP4 when FFmpeg has an H.264 encoder,
+ * else MPEG-4 part 2; odd sizes are padded by one pixel (the last row/column repeated). The
+ * container follows the path's extension (.mp4, .mkv, .mov, .avi; MP4 when unknown); one that
+ * holds neither codec (.gif) is STX_E_UNSUPPORTED. *codec (may be NULL) gets the encoder's name
+ * ("libx264", "mpeg4"; static string). */
+STX_API stx_status stx_write_video(stx_context *ctx, const stx_tensor *frames, double fps,
+                                   const char *path, const char **codec);
+/* The same, streaming (a long video never held whole): open with the frame size and rate, write
+ * frames uint8 (n, height, width, 3) any number of times, close to finish the file (it appears
+ * at path only then; *codec as above, may be NULL). Closing after a failed write, or a close that
+ * fails, leaves no file. close accepts NULL. */
+typedef struct stx_video_writer stx_video_writer;
+STX_API stx_status stx_video_writer_open(stx_context *ctx, const char *path, int width, int height,
+                                         double fps, stx_video_writer **out);
+STX_API stx_status stx_video_writer_write(stx_video_writer *w, const stx_tensor *frames);
+STX_API stx_status stx_video_writer_close(stx_video_writer *w, const char **codec);
+/* A line plot of values[0..n) (one per frame) with axes, ticks and labels, as a uint8 (H, W, 3)
+ * image in *out (new tensor); marks (may be NULL) highlights frames where marks[i] != 0.
+ * Non-finite values leave gaps; titles and labels may be NULL. width and height lie in
+ * 64..16384; a size leaving no room for the data inside the labels is STX_E_INVALID. The
+ * geometry is documented in src/render/plot.c. */
+STX_API stx_status stx_render_plot(stx_context *ctx, const float *values, const uint8_t *marks,
+                                   int64_t n, const char *title, const char *xlabel,
+                                   const char *ylabel, int width, int height, stx_tensor **out);
+/* Draws text (printable ASCII; anything else as '?') into a uint8 (H, W, 3) image with its top
+ * left corner at (x, y), clipped to the image; a character cell is 6 x 8 pixels times scale
+ * (5 x 7 glyphs). Returns the text's width in pixels, (6 * strlen(text) - 1) * scale (0 for ""),
+ * whether or not it was clipped; -1 when rgb is not uint8 (H, W, 3) or scale is not 1..256. */
+STX_API int stx_render_text(stx_tensor *rgb, int x, int y, const char *text, int scale,
+                            const uint8_t color[3]);
 
 /* ---------------------------------------------------------------------------------------------
  * Sessions: a plan for one concrete input shape, and the run state (per thread).

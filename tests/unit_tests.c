@@ -657,7 +657,103 @@ static void test_explain_units(void) {
     CHECK(fabs(s1 / 100000) < 0.02 && fabs(sq / 100000 - 1) < 0.02);
 }
 
-int main(void) {
+/* Clip sampling: indices worked out by hand from the definitions in stx.h. */
+static void test_sampling(void) {
+    stx_sampling s = stx_sampling_default();
+    int64_t n = -1, idx[16];
+    CHECK(s.clip_len == 16 && s.frame_stride == 1);
+    /* one clip, stride 2 from 3: 3, 5, ..., 33 needs 34 frames */
+    s.frame_stride = 2;
+    s.start = 3;
+    CHECK(stx_sampling_count(&s, 34, &n) == STX_OK && n == 1);
+    CHECK(stx_sampling_indices(&s, 34, 0, idx) == STX_OK && idx[0] == 3 && idx[15] == 33);
+    CHECK(stx_sampling_count(&s, 33, &n) == STX_E_SHAPE);
+    /* uniform: floor((i + 0.5) * 100 / 16) */
+    s = stx_sampling_default();
+    s.uniform = 1;
+    CHECK(stx_sampling_count(&s, 100, &n) == STX_OK && n == 1);
+    CHECK(stx_sampling_indices(&s, 100, 0, idx) == STX_OK);
+    CHECK(idx[0] == 3 && idx[1] == 9 && idx[8] == 53 && idx[15] == 96);
+    /* a video shorter than the clip repeats frames: 5 frames -> floor((2i + 1) * 5 / 32) =
+     * 0,0,0,1,1,1,2,2,2,2,3,3,3,4,4,4 */
+    CHECK(stx_sampling_indices(&s, 5, 0, idx) == STX_OK);
+    CHECK(idx[0] == 0 && idx[2] == 0 && idx[3] == 1 && idx[6] == 2 && idx[9] == 2 && idx[10] == 3 &&
+          idx[13] == 4 && idx[15] == 4);
+    /* windows of 16, stride 8 over 50 frames: starts 0, 8, 16, 24, 32 and 34 (the last moved
+     * back to end at frame 49) */
+    s = stx_sampling_default();
+    s.windows = 1;
+    s.window_stride = 8;
+    CHECK(stx_sampling_count(&s, 50, &n) == STX_OK && n == 6);
+    CHECK(stx_sampling_indices(&s, 50, 4, idx) == STX_OK && idx[0] == 32 && idx[15] == 47);
+    CHECK(stx_sampling_indices(&s, 50, 5, idx) == STX_OK && idx[0] == 34 && idx[15] == 49);
+    CHECK(stx_sampling_indices(&s, 50, 6, idx) == STX_E_INVALID);
+    /* exact fit: 48 frames, stride 16 (default: no overlap): 3 windows, none moved */
+    s.window_stride = 0;
+    CHECK(stx_sampling_count(&s, 48, &n) == STX_OK && n == 3);
+    CHECK(stx_sampling_indices(&s, 48, 2, idx) == STX_OK && idx[0] == 32 && idx[15] == 47);
+    /* frame stride 2, windows from 5: span 31 frames; 100 frames -> starts 5, 37, 69 (69 + 30 =
+     * 99: the last frame) */
+    s.frame_stride = 2;
+    s.start = 5;
+    CHECK(stx_sampling_count(&s, 100, &n) == STX_OK && n == 3);
+    CHECK(stx_sampling_indices(&s, 100, 2, idx) == STX_OK && idx[0] == 69 && idx[15] == 99);
+    s.clip_len = 0;
+    CHECK(stx_sampling_count(&s, 100, &n) == STX_E_INVALID);
+}
+
+/* Resize-and-crop geometry: torchvision's rules worked out by hand. */
+static void test_geometry(void) {
+    stx_preprocess p = stx_preprocess_default();
+    stx_frame_geometry g;
+    p.short_side = 128;
+    p.crop_height = p.crop_width = 112;
+    /* 240x320 -> 128 x int(128 * 320 / 240) = 128x170; crop offsets round(16/2) = 8 and
+     * round(58/2) = 29 */
+    CHECK(stx_preprocess_geometry(&p, 240, 320, &g) == STX_OK);
+    CHECK(g.resized_h == 128 && g.resized_w == 170 && g.crop_y == 8 && g.crop_x == 29);
+    CHECK(g.out_h == 112 && g.out_w == 112);
+    /* portrait 321x240 -> int(128 * 321 / 240) = 171 x 128; offsets round(59/2) = round(29.5) =
+     * 30 (Python rounds halves to even) and 8 */
+    CHECK(stx_preprocess_geometry(&p, 321, 240, &g) == STX_OK);
+    CHECK(g.resized_h == 171 && g.resized_w == 128 && g.crop_y == 30 && g.crop_x == 8);
+    /* 333x240 -> 177x128: round(65/2) = round(32.5) = 32 */
+    CHECK(stx_preprocess_geometry(&p, 333, 240, &g) == STX_OK && g.crop_y == 32);
+    /* a crop larger than the resized frame */
+    p.crop_height = 200;
+    CHECK(stx_preprocess_geometry(&p, 240, 320, &g) == STX_E_SHAPE);
+    /* an exact size wins over short side and crop */
+    p.height = 64;
+    p.width = 48;
+    CHECK(stx_preprocess_geometry(&p, 240, 320, &g) == STX_OK && g.out_h == 64 && g.out_w == 48 &&
+          g.crop_y == 0);
+    stx_preprocess q = stx_preprocess_default();
+    CHECK(stx_preprocess_preset("kinetics", &q) == STX_OK && q.short_side == 128 &&
+          q.crop_height == 112 && q.normalize && q.mean[0] == 0.43216f);
+    CHECK(stx_preprocess_preset("nope", &q) == STX_E_NOTFOUND);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 7 && strcmp(argv[1], "--preprocess") == 0) {
+        /* tests/cli/test_video.py: IN.npy OUT.npy SHORT CROP BGR with the kinetics mean/std */
+        stx_context *ctx = NULL;
+        stx_tensor *x = NULL, *y = NULL;
+        stx_preprocess p = stx_preprocess_default();
+        stx_preprocess_preset("kinetics", &p);
+        p.short_side = atoi(argv[4]);
+        p.crop_height = p.crop_width = atoi(argv[5]);
+        p.bgr = atoi(argv[6]);
+        int rc = stx_context_create(NULL, &ctx) != STX_OK ||
+                 stx_tensor_load_npy(ctx, argv[2], &x) != STX_OK ||
+                 stx_frames_to_input(ctx, x, &p, &y) != STX_OK ||
+                 stx_tensor_save_npy(ctx, y, argv[3]) != STX_OK;
+        if (rc) fprintf(stderr, "%s\n", stx_context_last_error(ctx));
+        stx_tensor_free(x);
+        stx_tensor_free(y);
+        stx_context_free(ctx);
+        return rc;
+    }
+    (void)argv;
     test_status();
     test_scope();
     test_npy();
@@ -665,6 +761,8 @@ int main(void) {
     test_preprocess();
     test_facts();
     test_explain_units();
+    test_sampling();
+    test_geometry();
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -6,10 +6,15 @@ set -eu
 # libopenblas0-openmp: Debian's PyTorch calls the system BLAS (update-alternatives picks
 # OpenBLAS over the reference BLAS once it is installed): without it PyTorch's matrix products,
 # and so the zoo's training and the PyTorch side of the benchmarks, are several times slower.
+# FFmpeg's libraries decode and encode video, libpng/giflib write images; opencv-doc ships the
+# sample video (vtest.avi) the video tests decode, chromium loads the HTML report headless in the
+# tests, and matplotlib is the oracle for the colour maps.
 PACKAGES="build-essential cmake pkg-config clang-format
 libdnnl-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata
 python3 python3-numpy python3-pil python3-torch python3-torchvision python3-onnx
-libopenblas0-openmp"
+libopenblas0-openmp
+libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libpng-dev libgif-dev
+opencv-doc chromium python3-matplotlib"
 
 missing=""
 for p in $PACKAGES; do

@@ -108,6 +108,16 @@ int64_t stx_tensor_numel(const stx_tensor *t) {
 void *stx_tensor_data(stx_tensor *t) {
     return t->data;
 }
+stx_status stx_tensor_reshape(stx_tensor *t, const int64_t *shape, int rank) {
+    if (!t || !shape || rank < 0 || rank > STX_MAX_RANK) return STX_E_INVALID;
+    int64_t n;
+    if (!stx__numel_checked(shape, rank, &n) || n != stx__numel(t->dims, t->rank))
+        return STX_E_SHAPE;
+    memcpy(t->dims, shape, sizeof *shape * (size_t)rank);
+    t->rank = rank;
+    return STX_OK;
+}
+
 const void *stx_tensor_data_const(const stx_tensor *t) {
     return t->data;
 }

@@ -48,6 +48,77 @@ stx_status stx_preprocess_from_model(const stx_model *m, stx_preprocess *p) {
     return st;
 }
 
+/* Python's round() of k / 2 for an integer k >= 0: halves go to the even neighbour. */
+static int half_round_even(int k) {
+    int q = k / 2;
+    return (k % 2 == 1 && q % 2 == 1) ? q + 1 : q;
+}
+
+stx_status stx_preprocess_geometry(const stx_preprocess *p, int src_h, int src_w,
+                                   stx_frame_geometry *g) {
+    if (!p || !g || src_h <= 0 || src_w <= 0) return STX_E_INVALID;
+    memset(g, 0, sizeof *g);
+    g->src_h = src_h;
+    g->src_w = src_w;
+    g->resized_h = src_h;
+    g->resized_w = src_w;
+    const int exact = p->height > 0 || p->width > 0; /* an exact size (0: that side kept) */
+    if (exact) {
+        if (p->height > 0) g->resized_h = p->height;
+        if (p->width > 0) g->resized_w = p->width;
+    } else if (p->short_side > 0) {
+        /* torchvision's Resize(int): the short side becomes short_side, the long side
+         * int(short_side * long / short) (truncated) */
+        if (src_h <= src_w) {
+            g->resized_h = p->short_side;
+            g->resized_w = (int)((double)p->short_side * src_w / src_h);
+        } else {
+            g->resized_w = p->short_side;
+            g->resized_h = (int)((double)p->short_side * src_h / src_w);
+        }
+        if (g->resized_h < 1) g->resized_h = 1;
+        if (g->resized_w < 1) g->resized_w = 1;
+    }
+    g->out_h = g->resized_h;
+    g->out_w = g->resized_w;
+    if (exact) return STX_OK; /* no crop after an exact resize */
+    if (p->crop_height > 0 && p->crop_width > 0) {
+        if (p->crop_height > g->resized_h || p->crop_width > g->resized_w) return STX_E_SHAPE;
+        /* torchvision's CenterCrop: top = round((h - crop) / 2), Python rounding */
+        g->crop_y = half_round_even(g->resized_h - p->crop_height);
+        g->crop_x = half_round_even(g->resized_w - p->crop_width);
+        g->out_h = p->crop_height;
+        g->out_w = p->crop_width;
+    }
+    return STX_OK;
+}
+
+stx_status stx_preprocess_preset(const char *name, stx_preprocess *p) {
+    static const struct {
+        const char *name;
+        float mean[3], std[3];
+        int short_side, crop;
+    } presets[] = {
+        /* torchvision's video classification weights (R3D-18, R(2+1)D-18, MC3-18 on Kinetics-400)
+         */
+        {"kinetics", {0.43216f, 0.394666f, 0.37645f}, {0.22803f, 0.22145f, 0.216989f}, 128, 112},
+        /* torchvision's ImageNet classifiers */
+        {"imagenet", {0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}, 256, 224},
+    };
+    if (!name || !p) return STX_E_INVALID;
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(name, presets[i].name) == 0) {
+            p->normalize = 1;
+            memcpy(p->mean, presets[i].mean, sizeof p->mean);
+            memcpy(p->std, presets[i].std, sizeof p->std);
+            p->short_side = presets[i].short_side;
+            p->crop_height = p->crop_width = presets[i].crop;
+            p->height = p->width = 0;
+            return STX_OK;
+        }
+    return STX_E_NOTFOUND;
+}
+
 /* One output index of a bilinear resize along one axis: two source indices and their weights. */
 typedef struct lerp_tap {
     int64_t i0, i1;
@@ -127,7 +198,19 @@ stx_status stx_frames_to_input(stx_context *ctx, const stx_tensor *frames, const
                                  "finite and every std > 0",
                                  (double)p->mean[0], (double)p->mean[1], (double)p->mean[2],
                                  (double)p->std[0], (double)p->std[1], (double)p->std[2]);
-    int64_t Ho = p->height > 0 ? p->height : H, Wo = p->width > 0 ? p->width : W;
+    if (p->short_side < 0 || p->crop_height < 0 || p->crop_width < 0)
+        return stx__errf(e, STX_E_INVALID,
+                         "short side %d, crop %dx%d: must be positive (0: keep, no crop)",
+                         p->short_side, p->crop_height, p->crop_width);
+    if (H > INT32_MAX || W > INT32_MAX)
+        return stx__errf(e, STX_E_SHAPE, "frames %s: frames too large", shape);
+    stx_frame_geometry g;
+    st = stx_preprocess_geometry(p, (int)H, (int)W, &g);
+    if (st)
+        return stx__errf(
+            e, st, "frames %s: a %dx%d crop does not fit the %dx%d frame resized to %dx%d", shape,
+            p->crop_height, p->crop_width, (int)H, (int)W, g.resized_h, g.resized_w);
+    const int64_t Ho = g.out_h, Wo = g.out_w, Hr = g.resized_h, Wr = g.resized_w;
     int64_t dims[5];
     int rank;
     if (lay == LAYOUT_NCTHW) {
@@ -147,18 +230,20 @@ stx_status stx_frames_to_input(stx_context *ctx, const stx_tensor *frames, const
     if (!stx__numel_checked(dims, rank, &total))
         return stx__errf(e, STX_E_INVALID, "frames %s: the output would be too large", shape);
     stx_tensor *y = stx__tensor_new(ctx, STX_DTYPE_FLOAT, dims, rank);
-    bool resize = Ho != H || Wo != W;
-    lerp_tap *th = resize ? stx__malloc(ctx, sizeof *th * (size_t)(Ho + Wo)) : NULL;
+    bool resize = Hr != H || Wr != W;
+    lerp_tap *th = resize ? stx__malloc(ctx, sizeof *th * (size_t)(Hr + Wr)) : NULL;
     if (!y || (resize && !th)) {
         stx_tensor_free(y);
         stx__free(ctx, th);
         return stx__errf(e, STX_E_NOMEM, "out of memory for the preprocessed frames %s", shape);
     }
-    lerp_tap *tw = th ? th + Ho : NULL;
+    lerp_tap *tw = th ? th + Hr : NULL;
     if (resize) {
-        lerp_taps(H, Ho, th);
-        lerp_taps(W, Wo, tw);
+        lerp_taps(H, Hr, th);
+        lerp_taps(W, Wr, tw);
     }
+    const int64_t cy = g.crop_y, cx = g.crop_x;
+    const int bgr = p->bgr != 0;
 
     /* The 256 possible values per channel: v / 255, then normalised (the no-resize table). */
     float base[256], lut[3][256];
@@ -180,23 +265,29 @@ stx_status stx_frames_to_input(stx_context *ctx, const stx_tensor *frames, const
     const float mean[3] = {p->mean[0], p->mean[1], p->mean[2]};
     const float sd[3] = {p->std[0], p->std[1], p->std[2]};
     const int64_t planes = N * T * 3, HWo = Ho * Wo, HW = H * W;
+    (void)HW;
     const int nt = ctx && ctx->num_threads > 0 ? ctx->num_threads : 1;
 #pragma omp parallel for schedule(static) num_threads(nt) if (total >= 65536)
     for (int64_t q = 0; q < planes; q++) {
         int64_t n = q / (T * 3), t = (q / 3) % T, c = q % 3;
         int64_t o = lay == LAYOUT_NCTHW ? ((n * 3 + c) * T + t) * HWo : ((n * T + t) * 3 + c) * HWo;
-        const uint8_t *s = src + (n * T + t) * HW * C + (C == 1 ? 0 : c);
+        /* output channel c reads source channel c (RGB) or 2 - c (BGR) */
+        const uint8_t *s = src + (n * T + t) * HW * C + (C == 1 ? 0 : bgr ? 2 - c : c);
         float *yo = dst + o;
         if (!resize) {
-            for (int64_t i = 0; i < HW; i++) yo[i] = lut[c][s[i * C]];
+            for (int64_t r = 0; r < Ho; r++)
+                for (int64_t k = 0; k < Wo; k++)
+                    yo[r * Wo + k] = lut[c][s[((r + cy) * W + k + cx) * C]];
             continue;
         }
         for (int64_t r = 0; r < Ho; r++) {
-            const uint8_t *r0 = s + th[r].i0 * W * C, *r1 = s + th[r].i1 * W * C;
-            float h0 = th[r].l0, h1 = th[r].l1;
+            const lerp_tap *tr = &th[r + cy];
+            const uint8_t *r0 = s + tr->i0 * W * C, *r1 = s + tr->i1 * W * C;
+            float h0 = tr->l0, h1 = tr->l1;
             for (int64_t k = 0; k < Wo; k++) {
-                int64_t a = tw[k].i0 * C, b = tw[k].i1 * C;
-                float w0 = tw[k].l0, w1 = tw[k].l1;
+                const lerp_tap *tk = &tw[k + cx];
+                int64_t a = tk->i0 * C, b = tk->i1 * C;
+                float w0 = tk->l0, w1 = tk->l1;
                 float top = w0 * base[r0[a]] + w1 * base[r0[b]];
                 float bot = w0 * base[r1[a]] + w1 * base[r1[b]];
                 float x = h0 * top + h1 * bot;
