@@ -2,6 +2,7 @@
  *                 [--score logit|prob] [--upsample trilinear|nearest|none] [--batch B]
  *                 [--seed S] [-o OUT.npy] [model-fact flags]` */
 #include "cli.h"
+#include "video_job.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -33,6 +34,28 @@ static void explain_usage(FILE *f) {
         "  --noise    noise standard deviation (smooth-gradcam++ 0.3, sscam 2.0)\n"
         "  --token-grid T,H,W  token grid of a transformer layer (default: stx.token_grid,\n"
         "             else the patch embedding's output)\n"
+        "video input (a video file, a folder of PNG/JPEG frames, or uint8 frames .npy) and a\n"
+        "report (docs/video.md):\n"
+        "  --out-dir DIR   write saliency.npy, overlay.mp4, overlay.gif, frames.png,\n"
+        "                  temporal.png, manifest.json and report.html into DIR (several\n"
+        "                  methods, --method a,b: one folder per method)\n"
+        "  --clip-len T    frames per clip (default: the model's stx.clip_length, else 16)\n"
+        "  --frame-stride s  step between sampled frames (1)\n"
+        "  --start F       first frame (0)\n"
+        "  --uniform       T frames spread evenly over the whole video\n"
+        "  --windows       sliding windows over the whole video, maps stitched (overlaps\n"
+        "                  averaged), one prediction per window\n"
+        "  --window-stride S  frames between windows (default: T * s, no overlap)\n"
+        "  --size S        resize the short side to S (then --crop); default: the model's\n"
+        "                  stx.frame_size (an exact resize), else none\n"
+        "  --crop C|HxW    centre crop after --size\n"
+        "  --preset P      kinetics (mean/std of torchvision's video models, --size 128\n"
+        "                  --crop 112) or imagenet (--size 256 --crop 224)\n"
+        "  --bgr           the model takes BGR\n"
+        "  --colormap M    jet (default), turbo, inferno, viridis, diverging\n"
+        "  --alpha A       heat map weight in the overlay (0.5)\n"
+        "  --per-frame     normalise each frame on its own (default: the whole clip)\n"
+        "  --signed        signed maps: 0 in the middle of the colour map\n"
         "%s",
         CLI_FACT_FLAGS_HELP);
 }
@@ -80,6 +103,15 @@ int cmd_explain(int argc, char **argv) {
     long threads = 0, frame = -2, batch = eo.batch, samples = 0, repeat = 1;
     int rc = 0;
     cli_facts facts = {0};
+    video_job_opts vo;
+    memset(&vo, 0, sizeof vo);
+    vo.sampling = stx_sampling_default();
+    vo.sampling.clip_len = 0;
+    vo.ro = stx_render_options_default();
+    stx_preprocess vpre = stx_preprocess_default();
+    const char *preset = NULL;
+    long size = 0, crop_h = 0, crop_w = 0, lv;
+    bool video_flags = false, bgr = false;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
         int ff = cli_fact_flag(argc, argv, &i, &facts);
@@ -154,6 +186,87 @@ int cmd_explain(int argc, char **argv) {
         } else if (strcmp(a, "--token-grid") == 0) {
             if (++i >= argc || !parse_grid(argv[i], eo.token_grid))
                 rc = cli_fail("--token-grid needs three positive sizes T,H,W");
+        } else if (strcmp(a, "--out-dir") == 0) {
+            if (++i >= argc || !argv[i][0])
+                rc = cli_fail("--out-dir needs a folder name");
+            else
+                vo.out_dir = argv[i];
+        } else if (strcmp(a, "--clip-len") == 0) {
+            video_flags = true;
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 100000, &lv))
+                rc = cli_fail("--clip-len needs a frame count in [1, 100000]");
+            else
+                vo.sampling.clip_len = (int)lv;
+        } else if (strcmp(a, "--frame-stride") == 0) {
+            video_flags = true;
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 100000, &lv))
+                rc = cli_fail("--frame-stride needs a positive integer");
+            else
+                vo.sampling.frame_stride = (int)lv;
+        } else if (strcmp(a, "--start") == 0) {
+            video_flags = true;
+            if (++i >= argc || !cli_parse_int(argv[i], 0, 1L << 40, &lv))
+                rc = cli_fail("--start needs a frame index >= 0");
+            else
+                vo.sampling.start = lv;
+        } else if (strcmp(a, "--uniform") == 0) {
+            video_flags = true;
+            vo.sampling.uniform = 1;
+        } else if (strcmp(a, "--windows") == 0) {
+            video_flags = true;
+            vo.sampling.windows = 1;
+        } else if (strcmp(a, "--window-stride") == 0) {
+            video_flags = true;
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 1L << 40, &lv))
+                rc = cli_fail("--window-stride needs a positive frame count");
+            else
+                vo.sampling.window_stride = lv;
+        } else if (strcmp(a, "--size") == 0) {
+            video_flags = true;
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 16384, &size))
+                rc = cli_fail("--size needs the short side in pixels, in [1, 16384]");
+        } else if (strcmp(a, "--crop") == 0) {
+            int64_t d[STX_MAX_RANK];
+            int r = 0;
+            video_flags = true;
+            if (++i >= argc || !cli_parse_shape(argv[i], d, &r) || r > 2 || d[0] > 16384 ||
+                d[r - 1] > 16384) {
+                rc = cli_fail("--crop needs a size C or HxW");
+            } else {
+                crop_h = (long)d[0];
+                crop_w = (long)d[r - 1];
+            }
+        } else if (strcmp(a, "--preset") == 0) {
+            video_flags = true;
+            stx_preprocess tmp = stx_preprocess_default();
+            if (++i >= argc || stx_preprocess_preset(argv[i], &tmp) != STX_OK)
+                rc = cli_fail("--preset must be kinetics or imagenet");
+            else
+                preset = argv[i];
+        } else if (strcmp(a, "--bgr") == 0) {
+            video_flags = true;
+            bgr = true;
+        } else if (strcmp(a, "--colormap") == 0) {
+            video_flags = true;
+            int c = ++i < argc ? stx_colormap_from_name(argv[i]) : -1;
+            if (c < 0)
+                rc = cli_fail("--colormap must be jet, turbo, inferno, viridis or diverging");
+            else
+                vo.ro.colormap = (stx_colormap)c;
+        } else if (strcmp(a, "--alpha") == 0) {
+            char *e = NULL;
+            double v = ++i < argc ? strtod(argv[i], &e) : -1;
+            video_flags = true;
+            if (i >= argc || !e || *e || !(v >= 0 && v <= 1))
+                rc = cli_fail("--alpha needs a weight in [0, 1]");
+            else
+                vo.ro.alpha = (float)v;
+        } else if (strcmp(a, "--per-frame") == 0) {
+            video_flags = true;
+            vo.ro.per_frame = 1;
+        } else if (strcmp(a, "--signed") == 0) {
+            video_flags = true;
+            vo.ro.signed_map = 1;
         } else if (strcmp(a, "--repeat") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 1, 1000000, &repeat))
                 rc = cli_fail("--repeat needs a positive integer");
@@ -178,6 +291,18 @@ int cmd_explain(int argc, char **argv) {
         cli_facts_free(&facts);
         return rc;
     }
+    (void)vpre;
+    size_t il = strlen(input);
+    bool npy = il >= 4 && strcmp(input + il - 4, ".npy") == 0;
+    if (!vo.out_dir && (!npy || video_flags)) {
+        cli_facts_free(&facts);
+        return cli_fail("%s: a video input (or a sampling or rendering flag) needs --out-dir DIR",
+                        input);
+    }
+    if (vo.out_dir && out) {
+        cli_facts_free(&facts);
+        return cli_fail("-o and --out-dir: the report folder holds the raw map (saliency.npy)");
+    }
     eo.batch = (int)batch;
     eo.samples = (int)samples;
     stx_context *ctx = NULL;
@@ -189,6 +314,41 @@ int cmd_explain(int argc, char **argv) {
     if ((rc = cli_context((int)threads, &ctx))) goto done;
     if ((rc = cli_load_model(ctx, model, &m))) goto done;
     if ((rc = cli_resolve_facts(m, &facts, true, &res))) goto done;
+    if (vo.out_dir) {
+        vo.model = model;
+        vo.input = input;
+        vo.methods = eo.method ? eo.method : "gradcam";
+        vo.frame = frame >= 0 ? frame : -1;
+        vo.pre = res.pre;
+        if (preset) {
+            stx_preprocess_preset(preset, &vo.pre);
+            if (facts.has_mean) memcpy(vo.pre.mean, facts.mean, sizeof vo.pre.mean);
+            if (facts.has_std) memcpy(vo.pre.std, facts.std, sizeof vo.pre.std);
+        }
+        if (size || crop_h) {
+            /* resize-and-crop replaces the model's exact frame size */
+            vo.pre.height = vo.pre.width = 0;
+            if (size) vo.pre.short_side = (int)size;
+            if (crop_h) {
+                vo.pre.crop_height = (int)crop_h;
+                vo.pre.crop_width = (int)crop_w;
+            }
+        }
+        vo.pre.bgr = bgr;
+        eo.layout = vo.pre.layout;
+        eo.output = res.output_name;
+        bar vb = {isatty(2), vo.methods, cli_now_ms()};
+        eo.progress = on_progress;
+        eo.progress_user = &vb;
+        vo.eo = &eo;
+        struct sigaction vsa, vold;
+        memset(&vsa, 0, sizeof vsa);
+        vsa.sa_handler = on_sigint;
+        sigaction(SIGINT, &vsa, &vold);
+        rc = explain_video(&vo, ctx, m, &res, target);
+        sigaction(SIGINT, &vold, NULL);
+        goto done;
+    }
     if ((rc = cli_load_input(ctx, input, &res, &x))) goto done;
     int64_t n = stx_tensor_rank(x) > 0 ? stx_tensor_shape(x)[0] : 1;
     targets = calloc((size_t)n, sizeof *targets);
