@@ -349,9 +349,17 @@ static int run_clips(job *j, int64_t target, int64_t frame) {
                     p->target = stx_explainer_targets(mr->e)[0];
                     p->target_score = yp[p->target];
                 } else {
-                    p->top = p->target = stx_explainer_targets(mr->e)[0];
-                    p->top_prob = NAN;
-                    p->target_score = NAN;
+                    /* per-frame outputs (1, K, T): the class of the logits summed over the
+                     * frames (what the explainer's default target is), and its softmax
+                     * probability of the mean logits; target score: the summed logit */
+                    int64_t Tn = stx_tensor_rank(y) == 3 ? stx_tensor_shape(y)[2] : 1;
+                    float *sum = calloc((size_t)K, sizeof *sum);
+                    for (int64_t c = 0; sum && c < K; c++)
+                        for (int64_t t = 0; t < Tn; t++) sum[c] += yp[c * Tn + t] / (float)Tn;
+                    if (sum) softmax_top(sum, K, &p->top, &p->top_prob);
+                    p->target = stx_explainer_targets(mr->e)[0];
+                    p->target_score = sum ? sum[p->target] * (float)Tn : NAN;
+                    free(sum);
                 }
             }
         }
@@ -704,8 +712,7 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
         sb_printf(b, ", \"target\": %lld, \"target_name\": ", (long long)p->target);
         sb_str(b, gn, false);
         if (isfinite(p->target_score))
-            sb_printf(b, ", \"target_%s\": %.6g", eo->score == STX_SCORE_PROB ? "logit" : "logit",
-                      (double)p->target_score);
+            sb_printf(b, ", \"target_logit\": %.6g", (double)p->target_score);
         sb_printf(b, "}");
     }
     sb_printf(b, "\n  ],\n  \"methods\": [");
@@ -743,6 +750,16 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
               j->t_decode, j->t_pre, total_ms, stx_context_num_threads(j->ctx));
 }
 
+/* "K name" (HTML) for class k. */
+static void sb_class(sbuf *b, const job *j, int64_t k) {
+    const char *name = cli_class_name(j->res, k);
+    sb_printf(b, "%lld", (long long)k);
+    if (name) {
+        sb_printf(b, " ");
+        sb_html(b, name);
+    }
+}
+
 /* report.html: one offline page; the videos and images are the files beside it. */
 static void write_report(job *j, sbuf *b) {
     const video_job_opts *o = j->o;
@@ -771,20 +788,12 @@ static void write_report(job *j, sbuf *b) {
     sb_printf(b, "<section><h2>Prediction</h2>\n");
     if (j->nclips == 1) {
         const window_pred *p = &j->preds[0];
-        const char *tn = cli_class_name(j->res, p->top);
-        sb_printf(b, "<p id=\"prediction\">top class <b>%lld", (long long)p->top);
-        if (tn) {
-            sb_printf(b, " ");
-            sb_html(b, tn);
-        }
+        sb_printf(b, "<p id=\"prediction\">top class <b>");
+        sb_class(b, j, p->top);
         sb_printf(b, "</b>");
         if (isfinite(p->top_prob)) sb_printf(b, " (probability %.3f)", (double)p->top_prob);
-        const char *gn = cli_class_name(j->res, p->target);
-        sb_printf(b, "; explained class %lld", (long long)p->target);
-        if (gn) {
-            sb_printf(b, " ");
-            sb_html(b, gn);
-        }
+        sb_printf(b, "; explained class ");
+        sb_class(b, j, p->target);
         sb_printf(b, "</p>\n");
         const stx_tensor *y = j->runs[0].e ? stx_explainer_output(j->runs[0].e) : NULL;
         if (y && stx_tensor_rank(y) == 2) {
@@ -801,9 +810,8 @@ static void write_report(job *j, sbuf *b) {
                     if (!used[k] && (best < 0 || yp[k] > yp[best])) best = k;
                 if (best < 0) break;
                 used[best] = true;
-                const char *cn = cli_class_name(j->res, best);
-                sb_printf(b, "<tr><td>%lld ", (long long)best);
-                sb_html(b, cn ? cn : "");
+                sb_printf(b, "<tr><td>");
+                sb_class(b, j, best);
                 sb_printf(b, "</td><td>%.4f</td><td>%.4f</td></tr>\n", (double)yp[best],
                           exp((double)yp[best] - mx) / z);
             }
@@ -814,12 +822,11 @@ static void write_report(job *j, sbuf *b) {
         for (int64_t k = 0; k < j->nclips; k++) {
             const window_pred *p = &j->preds[k];
             int hue = (int)((p->top * 137) % 360);
-            const char *tn = cli_class_name(j->res, p->top);
             sb_printf(
                 b, "<div style=\"flex:1;background:hsl(%d,70%%,55%%)\" title=\"frames %lld-%lld: ",
                 hue, (long long)p->first, (long long)p->last);
-            sb_html(b, tn ? tn : "class");
-            sb_printf(b, " (%lld)\"></div>\n", (long long)p->top);
+            sb_class(b, j, p->top);
+            sb_printf(b, "\"></div>\n");
         }
         sb_printf(b, "</div>\n<p class=\"legend\">");
         /* one legend entry per class that some window predicts, in order of appearance */
@@ -830,10 +837,9 @@ static void write_report(job *j, sbuf *b) {
             int64_t c = j->preds[k].top;
             if (c < 0 || c >= K || seen[c]) continue;
             seen[c] = true;
-            const char *tn = cli_class_name(j->res, c);
-            sb_printf(b, "<span><i style=\"background:hsl(%d,70%%,55%%)\"></i>%lld ",
-                      (int)((c * 137) % 360), (long long)c);
-            sb_html(b, tn ? tn : "");
+            sb_printf(b, "<span><i style=\"background:hsl(%d,70%%,55%%)\"></i>",
+                      (int)((c * 137) % 360));
+            sb_class(b, j, c);
             sb_printf(b, "</span>");
         }
         free(seen);
@@ -843,10 +849,8 @@ static void write_report(job *j, sbuf *b) {
                   (long long)j->nclips);
         for (int64_t k = 0; k < j->nclips; k++) {
             const window_pred *p = &j->preds[k];
-            const char *tn = cli_class_name(j->res, p->top);
-            sb_printf(b, "<tr><td>%lld-%lld</td><td>%lld ", (long long)p->first, (long long)p->last,
-                      (long long)p->top);
-            sb_html(b, tn ? tn : "");
+            sb_printf(b, "<tr><td>%lld-%lld</td><td>", (long long)p->first, (long long)p->last);
+            sb_class(b, j, p->top);
             sb_printf(b, "</td><td>%.3f</td></tr>\n", (double)p->top_prob);
         }
         sb_printf(b, "</table></details>\n");
@@ -1051,8 +1055,11 @@ int explain_video(const video_job_opts *o, stx_context *ctx, stx_model *m, const
         const window_pred *p = &j->preds[0];
         const char *tn = cli_class_name(res, p->top);
         if (j->nclips == 1)
-            printf("prediction: class %lld%s%s (p=%.3f)\n", (long long)p->top, tn ? " " : "",
-                   tn ? tn : "", (double)p->top_prob);
+            printf("prediction: class %lld%s%s (p=%.3f%s)\n", (long long)p->top, tn ? " " : "",
+                   tn ? tn : "", (double)p->top_prob,
+                   stx_tensor_rank(stx_explainer_output(j->runs[0].e)) == 3
+                       ? " of the mean per-frame logits"
+                       : "");
         for (int r = 0; r < j->nruns; r++)
             printf("%s: %.1f ms for %lld clip%s\n", j->runs[r].name, j->runs[r].ms,
                    (long long)j->nclips, j->nclips == 1 ? "" : "s");

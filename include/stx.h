@@ -285,7 +285,8 @@ STX_API stx_status stx_frames_to_input(stx_context *ctx, const stx_tensor *frame
 /* ---------------------------------------------------------------------------------------------
  * Video sources: a video file (any container and codec FFmpeg's libraries decode), a folder of
  * PNG/JPEG frames (sorted by name), or a uint8 .npy holding frames (T, H, W, 3) or (T, H, W).
- * Frames come out as uint8 RGB (n, H, W, 3). Errors are kept on the context.
+ * Frames come out as uint8 RGB (n, H, W, 3). Errors are kept on the context. FFmpeg's own log is
+ * switched off (av_log_set_level(AV_LOG_QUIET), process-wide) when stx opens or writes a video.
  */
 typedef struct stx_video stx_video;
 

@@ -767,6 +767,10 @@ static void test_video(stx_context *ctx, const char *dir) {
     st = stx_write_video(ctx, clip, 25.0, gpath, NULL);
     check(st == STX_E_UNSUPPORTED && !exists(gpath), "a .gif path is not a video container (%s)",
           stx_context_last_error(ctx));
+    snprintf(gpath, sizeof gpath, "%s/not_a_video.png", dir);
+    st = stx_write_video(ctx, clip, 25.0, gpath, NULL);
+    check(st == STX_E_UNSUPPORTED && !exists(gpath), "a .png path is not a video container (%s)",
+          stx_context_last_error(ctx));
     check(tmp_leftovers(dir) == 0, "no temporary files left after the failures");
     stx_tensor_free(clip);
 }

@@ -146,6 +146,11 @@ stx_status stx_video_writer_open(stx_context *ctx, const char *path, int width, 
     const AVOutputFormat *ofmt = av_guess_format(NULL, path, NULL);
     if (!ofmt) ofmt = av_guess_format("mp4", NULL, NULL);
     if (!ofmt) return stx__errf(e, STX_E_UNSUPPORTED, "%s: FFmpeg has no MP4 muxer", path);
+    /* image-sequence muxers (.png, .jpg, ...) would write a series of images, not a video */
+    if (strncmp(ofmt->name, "image2", 6) == 0 || (ofmt->flags & AVFMT_NOFILE))
+        return stx__errf(e, STX_E_UNSUPPORTED,
+                         "%s: not a video container ('%s'); use .mp4, .mkv, .mov or .avi", path,
+                         ofmt->name);
     stx_video_writer *vw = stx__calloc(ctx, 1, sizeof *vw);
     if (!vw) return stx__errf(e, STX_E_NOMEM, "%s: %s: out of memory", fn, path);
     vw->ctx = ctx;
