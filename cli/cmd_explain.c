@@ -345,6 +345,7 @@ int cmd_explain(int argc, char **argv) {
         memset(&vsa, 0, sizeof vsa);
         vsa.sa_handler = on_sigint;
         sigaction(SIGINT, &vsa, &vold);
+        vo.cancel = &interrupted;
         rc = explain_video(&vo, ctx, m, &res, target);
         sigaction(SIGINT, &vold, NULL);
         goto done;

@@ -238,6 +238,10 @@ static void softmax_top(const float *y, int64_t K, int64_t *top, float *p_top) {
     *p_top = (float)(1.0 / z);
 }
 
+static bool cancelled(const job *j) {
+    return j->o->cancel && *j->o->cancel;
+}
+
 /* Explains every clip, stitching the maps into each method's volume. */
 static int run_clips(job *j, int64_t target, int64_t frame) {
     int T = j->s.clip_len;
@@ -261,6 +265,11 @@ static int run_clips(job *j, int64_t target, int64_t frame) {
         }
     }
     for (int64_t k = 0; k < j->nclips && !rc; k++) {
+        if (cancelled(j)) {
+            rc = cli_fail("cancelled after %lld of %lld windows; nothing written", (long long)k,
+                          (long long)j->nclips);
+            break;
+        }
         stx_sampling_indices(&j->s, j->info.num_frames, k, idx);
         if (k == 0) memcpy(j->clip_idx, idx, sizeof *idx * (size_t)T);
         double t0 = cli_now_ms();
@@ -459,8 +468,18 @@ static int render_method(job *j, method_run *mr, const char *dir, bool write_ori
     }
     int gi = 0, gri = 0;
     size_t plane = (size_t)j->h * j->w;
+    bool tty = isatty(2) && F > CHUNK;
     for (int64_t f0 = 0; f0 < F && !rc; f0 += CHUNK) {
         int64_t n = F - f0 < CHUNK ? F - f0 : CHUNK;
+        if (cancelled(j)) {
+            rc = cli_fail("cancelled while rendering; nothing written");
+            break;
+        }
+        if (tty) {
+            fprintf(stderr, "\r%s: rendering %lld/%lld frames", mr->name, (long long)(f0 + n),
+                    (long long)F);
+            if (f0 + n == F) fputc('\n', stderr);
+        }
         stx_tensor *fr = NULL, *ov = NULL, *um = NULL, *part = NULL;
         if (j->nclips == 1) {
             int64_t fd[4] = {n, H, W, 3};

@@ -4,6 +4,8 @@
 
 #include "cli.h"
 
+#include <signal.h>
+
 typedef struct video_job_opts {
     const char *model, *input, *out_dir;
     const char *methods; /* comma-separated */
@@ -12,6 +14,8 @@ typedef struct video_job_opts {
     stx_preprocess pre;
     stx_render_options ro;
     int64_t frame; /* --frame, -1: none */
+    /* set (by a SIGINT handler) to stop between windows and rendering chunks; may be NULL */
+    volatile const sig_atomic_t *cancel;
 } video_job_opts;
 
 /* Runs the whole job; returns 0 or 1 after a one-line error. */

@@ -15,12 +15,13 @@ the documented geometry, Chromium for the report):
 - several methods on one page; a folder that is not an stx report is never replaced; errors;
 - headless Chromium loads report.html, every video and image loads; a screenshot is saved;
 - a 10,000-frame video explained with sliding windows: peak memory (RSS of the stx process,
-  measured by the kernel) under 1 GiB.
+  measured by the kernel) under 1 GiB; Ctrl-C part-way stops cleanly and writes nothing.
 """
 import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -293,6 +294,18 @@ def test_long_video():
     if not os.path.exists(path):
         p = run([ARGS.npy2video, '--synthetic', str(n), '120x160', path, '25'])
         check(p.returncode == 0, 'made a %d-frame 160x120 video: %s' % (n, p.stderr.strip()))
+    # Ctrl-C part-way: a clean stop, a non-zero exit, nothing written
+    cut = os.path.join(ARGS.work, 'long_cancelled')
+    proc = subprocess.Popen([ARGS.stx, 'explain', os.path.join(ZOO, 'action_r3d.onnx'), path,
+                             '--out-dir', cut, '--windows'], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate()
+    left = [f for f in os.listdir(ARGS.work) if f.startswith('long_cancelled')]
+    check(proc.returncode == 1 and 'cancelled' in err and not left,
+          'SIGINT stops the windows cleanly (exit %d, %s, left: %s)' % (proc.returncode,
+                                                                        err.strip(), left))
     out = os.path.join(ARGS.work, 'long')
     t0 = time.time()
     # the kernel's high-water mark of this one process (wait4), not of every child so far
