@@ -21,7 +21,8 @@ static void explain_usage(FILE *f) {
         "  video frames), raw float32 values (N,T,H,W) aligned with the input's time and\n"
         "  space axes (N,T',H',W' with --upsample none). Definitions: docs/cam.md.\n"
         "  --method   gradcam (default), gradcam-frame, gradcam++, smooth-gradcam++, xgradcam,\n"
-        "             layercam, hirescam, cam, scorecam, sscam, iscam, eigencam, ablationcam\n"
+        "             layercam, hirescam, cam, scorecam, sscam, iscam, eigencam, ablationcam,\n"
+        "             occlusion, frame-occlusion, spatial-occlusion, rise\n"
         "  --layer    ONNX tensor name or PyTorch module path (default: the model's\n"
         "             stx.target_layer, else the last 5-D, frame-batched or token tensor)\n"
         "  --target   class per sample: index, class name, top (default), or a comma list\n"
@@ -34,6 +35,14 @@ static void explain_usage(FILE *f) {
         "  --noise    noise standard deviation (smooth-gradcam++ 0.3, sscam 2.0)\n"
         "  --token-grid T,H,W  token grid of a transformer layer (default: stx.token_grid,\n"
         "             else the patch embedding's output)\n"
+        "perturbation methods (occlusion, frame-occlusion, spatial-occlusion, rise; no layer;\n"
+        "docs/perturbation.md):\n"
+        "  --window T,H,W  occlusion cuboid (0: the whole axis; default T/4,H/7,W/7)\n"
+        "  --stride T,H,W  occlusion stride (0: the window; default half the window)\n"
+        "  --baseline B    zero (default), mean, blur, blur3d, noise, or a float32 .npy clip\n"
+        "  --masks N       rise masks (1000)\n"
+        "  --cells T,H,W   rise grid cells (min(T,4),7,7)\n"
+        "  --p P           rise keep probability (0.5)\n"
         "video input (a video file, a folder of PNG/JPEG frames, or uint8 frames .npy) and a\n"
         "report (docs/video.md):\n"
         "  --out-dir DIR   write saliency.npy, overlay.mp4, overlay.gif, frames.png,\n"
@@ -86,6 +95,21 @@ static int on_progress(void *user, int64_t done, int64_t total) {
     return interrupted;
 }
 
+/* "T,H,W" of sizes >= 0 (zero_ok) or >= 1. */
+static bool parse_triple(const char *s, int g[3], bool zero_ok) {
+    int n = 0;
+    const char *p = s;
+    while (n < 3) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < (zero_ok ? 0 : 1) || v > 1 << 20) return false;
+        g[n++] = (int)v;
+        p = end;
+        if (n < 3 && *p++ != ',') return false;
+    }
+    return *p == '\0';
+}
+
 static bool parse_grid(const char *s, int g[3]) {
     int64_t d[STX_MAX_RANK];
     int r;
@@ -112,6 +136,8 @@ int cmd_explain(int argc, char **argv) {
     const char *preset = NULL;
     long size = 0, crop_h = 0, crop_w = 0, lv;
     bool video_flags = false, bgr = false;
+    const char *baseline_file = NULL;
+    stx_tensor *bclip = NULL;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
         int ff = cli_fact_flag(argc, argv, &i, &facts);
@@ -267,6 +293,41 @@ int cmd_explain(int argc, char **argv) {
         } else if (strcmp(a, "--signed") == 0) {
             video_flags = true;
             vo.ro.signed_map = 1;
+        } else if (strcmp(a, "--window") == 0 || strcmp(a, "--stride") == 0 ||
+                   strcmp(a, "--cells") == 0) {
+            int *dst = a[2] == 'w' ? eo.window : a[2] == 's' ? eo.stride : eo.cells;
+            if (++i >= argc || !parse_triple(argv[i], dst, a[2] != 'c'))
+                rc = cli_fail("%s needs three sizes T,H,W%s", a,
+                              a[2] != 'c' ? " (0: the whole axis / the window)" : " (>= 1)");
+        } else if (strcmp(a, "--baseline") == 0) {
+            if (++i >= argc)
+                rc = cli_fail("--baseline needs zero, mean, blur, blur3d, noise or a .npy clip");
+            else if (!strcmp(argv[i], "zero"))
+                eo.baseline = STX_BASELINE_ZERO;
+            else if (!strcmp(argv[i], "mean"))
+                eo.baseline = STX_BASELINE_MEAN;
+            else if (!strcmp(argv[i], "blur"))
+                eo.baseline = STX_BASELINE_BLUR;
+            else if (!strcmp(argv[i], "blur3d"))
+                eo.baseline = STX_BASELINE_BLUR3D;
+            else if (!strcmp(argv[i], "noise"))
+                eo.baseline = STX_BASELINE_NOISE;
+            else {
+                eo.baseline = STX_BASELINE_CLIP;
+                baseline_file = argv[i];
+            }
+        } else if (strcmp(a, "--masks") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 1000000, &lv))
+                rc = cli_fail("--masks needs a count in [1, 1000000]");
+            else
+                eo.masks = (int)lv;
+        } else if (strcmp(a, "--p") == 0) {
+            char *e = NULL;
+            double v = ++i < argc ? strtod(argv[i], &e) : -1;
+            if (i >= argc || !e || *e || !(v > 0 && v <= 1))
+                rc = cli_fail("--p needs a keep probability in (0, 1]");
+            else
+                eo.p = (float)v;
         } else if (strcmp(a, "--repeat") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 1, 1000000, &repeat))
                 rc = cli_fail("--repeat needs a positive integer");
@@ -314,6 +375,13 @@ int cmd_explain(int argc, char **argv) {
     if ((rc = cli_context((int)threads, &ctx))) goto done;
     if ((rc = cli_load_model(ctx, model, &m))) goto done;
     if ((rc = cli_resolve_facts(m, &facts, true, &res))) goto done;
+    if (baseline_file) {
+        if (stx_tensor_load_npy(ctx, baseline_file, &bclip) != STX_OK) {
+            rc = cli_fail("--baseline: %s", stx_context_last_error(ctx));
+            goto done;
+        }
+        eo.baseline_clip = bclip;
+    }
     if (vo.out_dir) {
         vo.model = model;
         vo.input = input;
@@ -373,9 +441,13 @@ int cmd_explain(int argc, char **argv) {
     const char *tensor, *module, *how;
     int64_t grid[4];
     stx_explainer_layer(e, &tensor, &module, &how, grid);
-    printf("layer: %s%s%s%s (%s; %lld channels, grid %lldx%lldx%lld)\n", module ? module : tensor,
-           module ? " (tensor " : "", module ? tensor : "", module ? ")" : "", how,
-           (long long)grid[0], (long long)grid[1], (long long)grid[2], (long long)grid[3]);
+    if (!tensor)
+        printf("layer: none (perturbation method)\n");
+    else
+        printf("layer: %s%s%s%s (%s; %lld channels, grid %lldx%lldx%lld)\n",
+               module ? module : tensor, module ? " (tensor " : "", module ? tensor : "",
+               module ? ")" : "", how, (long long)grid[0], (long long)grid[1], (long long)grid[2],
+               (long long)grid[3]);
     fflush(stdout);
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
@@ -428,6 +500,7 @@ int cmd_explain(int argc, char **argv) {
         goto done;
     }
 done:
+    stx_tensor_free(bclip);
     free(targets);
     free(frames);
     stx_tensor_free(x);

@@ -311,7 +311,10 @@ static int run_clips(job *j, int64_t target, int64_t frame) {
                 }
                 const char *tensor, *module;
                 stx_explainer_layer(mr->e, &tensor, &module, &mr->how, mr->grid);
-                snprintf(mr->layer, sizeof mr->layer, "%s", module ? module : tensor);
+                snprintf(mr->layer, sizeof mr->layer, "%s",
+                         module   ? module
+                         : tensor ? tensor
+                                  : "none");
                 printf("%s: layer %s (%s; %lld channels, grid %lldx%lldx%lld)\n", mr->name,
                        mr->layer, mr->how, (long long)mr->grid[0], (long long)mr->grid[1],
                        (long long)mr->grid[2], (long long)mr->grid[3]);

@@ -560,6 +560,16 @@ typedef enum {
     STX_UPSAMPLE_NONE = 2       /* stay at the layer's resolution (N, T', H', W') */
 } stx_upsample;
 
+/* What replaces a removed region in the perturbation methods (in the model's input space). */
+typedef enum {
+    STX_BASELINE_ZERO = 0,   /* 0: the dataset's mean colour for a normalised input */
+    STX_BASELINE_MEAN = 1,   /* the sample's mean per channel over the clip */
+    STX_BASELINE_BLUR = 2,   /* the sample blurred in space (Gaussian, sigma min(H, W) / 16) */
+    STX_BASELINE_BLUR3D = 3, /* blurred in space and time (sigma 2 frames) */
+    STX_BASELINE_NOISE = 4,  /* uniform noise in the sample's per-channel range (seeded) */
+    STX_BASELINE_CLIP = 5    /* baseline_clip */
+} stx_baseline;
+
 typedef struct stx_explain_options {
     size_t size;
     const char *method; /* see stx_explain_methods(); default "gradcam" */
@@ -579,6 +589,19 @@ typedef struct stx_explain_options {
      * (STX_E_CANCELLED). NULL: none. */
     int (*progress)(void *user, int64_t done, int64_t total);
     void *progress_user;
+    /* Perturbation methods (occlusion, frame-occlusion, spatial-occlusion, rise; definitions in
+     * docs/perturbation.md). They need no layer; the map is always at the input's T x H x W. */
+    int window[3];         /* occlusion cuboid T, H, W; 0: the whole axis; -1 (default): the
+                              method's (occlusion T/4 x H/7 x W/7, frame-occlusion 1 x H x W,
+                              spatial-occlusion T x H/7 x W/7, rounded up) */
+    int stride[3];         /* 0: the window; -1 (default): half the default window (1 in time
+                              for frame-occlusion) */
+    stx_baseline baseline; /* default zero */
+    const stx_tensor *baseline_clip; /* STX_BASELINE_CLIP: float32, one sample's shape (with or
+                                        without a leading 1) */
+    int masks;                       /* rise: masks (default 1000) */
+    int cells[3];                    /* rise: grid cells T, H, W (default min(T, 4), 7, 7) */
+    float p;                         /* rise: probability that a cell is kept (default 0.5) */
 } stx_explain_options;
 
 typedef struct stx_explainer stx_explainer;
@@ -594,7 +617,8 @@ STX_API stx_status stx_explainer_create(stx_model *m, const stx_explain_options 
 STX_API void stx_explainer_free(stx_explainer *e);
 STX_API const char *stx_explainer_last_error(const stx_explainer *e);
 /* The target layer: its tensor name, a module path whose output it is (or NULL), how it was
- * chosen ("given", "metadata" or "automatic"), and the map grid K, T', H', W'. */
+ * chosen ("given", "metadata" or "automatic"), and the map grid K, T', H', W'. Perturbation
+ * methods have no layer: tensor and module NULL, how "none", grid 1, T, H, W. */
 STX_API stx_status stx_explainer_layer(const stx_explainer *e, const char **tensor,
                                        const char **module, const char **how, int64_t grid[4]);
 /* Explains a batch. targets: N class indices (-1 or NULL: the top class); frames: for per-frame

@@ -22,13 +22,31 @@ enum {
     M_SSCAM,
     M_ISCAM,
     M_EIGENCAM,
-    M_ABLATION
+    M_ABLATION,
+    M_OCCLUSION,
+    M_FRAME_OCC,
+    M_SPATIAL_OCC,
+    M_RISE
 };
 
-static const char *const method_names[] = {
-    "cam",      "gradcam",  "gradcam-frame", "gradcam++", "smooth-gradcam++",
-    "xgradcam", "layercam", "hirescam",      "scorecam",  "sscam",
-    "iscam",    "eigencam", "ablationcam",   NULL};
+static const char *const method_names[] = {"cam",
+                                           "gradcam",
+                                           "gradcam-frame",
+                                           "gradcam++",
+                                           "smooth-gradcam++",
+                                           "xgradcam",
+                                           "layercam",
+                                           "hirescam",
+                                           "scorecam",
+                                           "sscam",
+                                           "iscam",
+                                           "eigencam",
+                                           "ablationcam",
+                                           "occlusion",
+                                           "frame-occlusion",
+                                           "spatial-occlusion",
+                                           "rise",
+                                           NULL};
 
 const char *const *stx_explain_methods(void) {
     return method_names;
@@ -36,6 +54,10 @@ const char *const *stx_explain_methods(void) {
 
 static bool uses_grad(int m) {
     return m <= M_HIRESCAM;
+}
+/* Perturbation methods: no layer, maps at the input's resolution (perturb.c). */
+static bool layer_free(int m) {
+    return m >= M_OCCLUSION;
 }
 static bool score_family(int m) {
     return m == M_SCORECAM || m == M_SSCAM || m == M_ISCAM;
@@ -80,6 +102,9 @@ struct stx_explainer {
     stx_tensor *map, *out_copy, *xb, *xnoisy;
     int64_t *targets, *frames;
     double *A, *G, *D2, *D3, *L, *w, *up, *tmp, *work, *scores, *row;
+    /* perturbation methods: window, stride, RISE cells; the baseline sample; the baseline clip */
+    int win[3], str[3], cells[3];
+    float *base, *bclip;
 };
 
 stx_explain_options stx_explain_options_default(void) {
@@ -91,6 +116,8 @@ stx_explain_options stx_explain_options_default(void) {
     o.upsample = STX_UPSAMPLE_TRILINEAR;
     o.batch = 16;
     o.noise = -1.0f;
+    for (int a = 0; a < 3; a++) o.window[a] = o.stride[a] = -1;
+    o.p = 0.5f;
     return o;
 }
 
@@ -215,12 +242,123 @@ void stx_explainer_free(stx_explainer *e) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) stx__free(c, bufs[i]);
     stx__free(c, e->targets);
     stx__free(c, e->frames);
+    stx__free(c, e->base);
+    stx__free(c, e->bclip);
     stx__free(c, e->layer);
     stx__free(c, e);
 }
 
 static double *dalloc(stx_explainer *e, int64_t n) {
     return stx__calloc(e->ctx, (size_t)(n > 0 ? n : 1), sizeof(double));
+}
+
+/* The default occlusion cuboid along an axis of D: ceil(D / parts). */
+static int part(int64_t D, int parts) {
+    return (int)((D + parts - 1) / parts);
+}
+
+/* Plans a perturbation method: the clean session, one for batches of B perturbed inputs, and the
+ * buffers; checks the method's options. */
+static stx_status create_perturb(stx_explainer *e) {
+    stx_explain_options *o = &e->o;
+    stx_err *ce = &e->ctx->err;
+    const int64_t D[3] = {e->T, e->H, e->W};
+    for (int a = 0; a < 3; a++)
+        if (o->window[a] < -1 || o->stride[a] < -1 || o->cells[a] < 0 || o->cells[a] > 4096)
+            return stx__errf(ce, STX_E_INVALID,
+                             "window %d,%d,%d, stride %d,%d,%d, cells %d,%d,%d: window and stride "
+                             "must be >= 0 (0: the whole axis / the window), cells in [0, 4096]",
+                             o->window[0], o->window[1], o->window[2], o->stride[0], o->stride[1],
+                             o->stride[2], o->cells[0], o->cells[1], o->cells[2]);
+    /* method defaults, then the caller's values */
+    int dw[3], ds[3];
+    if (e->method == M_FRAME_OCC) {
+        dw[0] = 1, dw[1] = 0, dw[2] = 0;
+        ds[0] = 1, ds[1] = 0, ds[2] = 0;
+    } else {
+        dw[0] = e->method == M_SPATIAL_OCC ? 0 : part(D[0], 4);
+        dw[1] = part(D[1], 7);
+        dw[2] = part(D[2], 7);
+        for (int a = 0; a < 3; a++) ds[a] = dw[a] > 1 ? (dw[a] + 1) / 2 : dw[a];
+    }
+    for (int a = 0; a < 3; a++) {
+        e->win[a] = o->window[a] >= 0 ? o->window[a] : dw[a];
+        e->str[a] = o->stride[a] >= 0 ? o->stride[a] : ds[a];
+        e->cells[a] = o->cells[a] > 0 ? o->cells[a] : a == 0 ? (int)(D[0] < 4 ? D[0] : 4) : 7;
+        if (e->cells[a] > D[a]) e->cells[a] = (int)D[a];
+    }
+    if (o->masks < 0 || o->masks > 1000000)
+        return stx__errf(ce, STX_E_INVALID, "masks %d out of range [1, 1000000]", o->masks);
+    if (!(o->p > 0 && o->p <= 1))
+        return stx__errf(ce, STX_E_INVALID, "p %g: the keep probability must be in (0, 1]",
+                         (double)o->p);
+    if ((unsigned)o->baseline > STX_BASELINE_CLIP)
+        return stx__errf(ce, STX_E_INVALID, "unknown baseline %d", (int)o->baseline);
+    if (o->baseline == STX_BASELINE_CLIP) {
+        const stx_tensor *b = o->baseline_clip;
+        char sb[128], xb[128];
+        bool ok =
+            b && b->dtype == STX_DTYPE_FLOAT && stx__numel(b->dims, b->rank) == e->sample_numel;
+        if (ok) { /* one sample's axes, with or without a leading 1 */
+            int off = b->rank == e->rank ? 1 : 0;
+            ok = b->rank == e->rank - 1 + off && (!off || b->dims[0] == 1);
+            for (int k = 1; ok && k < e->rank; k++) ok = b->dims[k - 1 + off] == e->shape[k];
+        }
+        if (!ok)
+            return stx__errf(ce, STX_E_SHAPE,
+                             "baseline clip %s %s must be float32 with one sample's shape %s",
+                             b ? stx_dtype_name(b->dtype) : "(none)",
+                             b ? stx__shape_str(b->dims, b->rank, sb, sizeof sb) : "",
+                             stx__shape_str(e->shape + 1, e->rank - 1, xb, sizeof xb));
+        for (int64_t i = 0; i < e->sample_numel; i++)
+            if (!isfinite(((const float *)b->data)[i]))
+                return stx__errf(ce, STX_E_NUMERIC, "baseline clip: non-finite value at %lld",
+                                 (long long)i);
+        e->bclip = stx__malloc(e->ctx, sizeof(float) * (size_t)e->sample_numel);
+        if (!e->bclip) return stx__errf(ce, STX_E_NOMEM, "out of memory");
+        memcpy(e->bclip, b->data, sizeof(float) * (size_t)e->sample_numel);
+    }
+    o->baseline_clip = NULL; /* not kept: copied */
+    int64_t rows;
+    if (e->method == M_RISE) {
+        rows = o->masks ? o->masks : 1000;
+    } else {
+        stx_perturb pp = {.T = e->T, .H = e->H, .W = e->W};
+        rows = stx__occlusion_rows(&pp, e->win, e->str);
+    }
+    e->B = (int)(o->batch < rows ? o->batch : rows);
+    stx_session_options so = stx_session_options_default();
+    so.num_threads = o->num_threads;
+    stx_status st = stx_session_create(e->m, &so, e->shape, e->rank, &e->main);
+    if (st) return st;
+    int64_t bshape[STX_MAX_RANK];
+    memcpy(bshape, e->shape, sizeof bshape);
+    bshape[0] = e->B;
+    st = stx_session_create(e->m, &so, bshape, e->rank, &e->pert);
+    if (st) return st;
+    e->how = "none";
+    e->lv.K = 1;
+    e->lv.T = e->T;
+    e->lv.H = e->H;
+    e->lv.W = e->W;
+    int64_t THW = e->T * e->H * e->W,
+            G = (int64_t)(e->cells[0] + 1) * (e->cells[1] + 1) * (e->cells[2] + 1);
+    e->xb = stx__tensor_new(e->ctx, STX_DTYPE_FLOAT, bshape, e->rank);
+    e->up = dalloc(e, THW);
+    e->row = dalloc(e, THW);
+    e->tmp = dalloc(e, e->T + e->H + e->W);
+    if (e->method == M_RISE) e->work = dalloc(e, (int64_t)e->B * THW + G + e->T + e->H + e->W);
+    e->base = stx__malloc(e->ctx, sizeof(float) * (size_t)e->sample_numel);
+    e->targets = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
+    e->frames = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
+    int64_t ms[4] = {e->N, e->T, e->H, e->W};
+    e->map = stx__tensor_new(e->ctx, STX_DTYPE_FLOAT, ms, 4);
+    if (!e->xb || !e->up || !e->row || !e->tmp || (e->method == M_RISE && !e->work) || !e->base ||
+        !e->targets || !e->frames || !e->map)
+        return stx__errf(ce, STX_E_NOMEM, "out of memory for a batch of %d perturbed inputs", e->B);
+    if (e->H > STX_RISE_MAX_SIDE || e->W > STX_RISE_MAX_SIDE || e->T > STX_RISE_MAX_SIDE)
+        return stx__errf(ce, STX_E_UNSUPPORTED, "clip sides above %d", STX_RISE_MAX_SIDE);
+    return STX_OK;
 }
 
 stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
@@ -321,6 +459,12 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
         }
     }
     e->out_name = stx_model_output_name(m, e->out_index);
+    if (layer_free(e->method)) {
+        st = create_perturb(e);
+        if (st) goto fail;
+        *out = e;
+        return STX_OK;
+    }
 
     /* probe plan: shapes of every tensor, for the layer and the token grid */
     stx_session_options po = stx_session_options_default();
@@ -522,9 +666,7 @@ const int64_t *stx_explainer_targets(const stx_explainer *e) {
 
 /* ---- running ----------------------------------------------------------------------------- */
 
-/* The target score of sample n of an output (N, K[, T...]): class c at frame f (f < 0: summed
- * over frames), the logit or the softmax probability over axis 1 (as the backward seed). */
-static double score_of(const stx_tensor *y, int64_t n, int64_t c, int64_t f, stx_score sc) {
+double stx__score_of(const stx_tensor *y, int64_t n, int64_t c, int64_t f, stx_score sc) {
     int64_t K = y->dims[1], inner = 1;
     for (int k = 2; k < y->rank; k++) inner *= y->dims[k];
     const float *d = y->data;
@@ -641,7 +783,7 @@ static stx_status masked_scores(stx_explainer *e, const float *x, int64_t n, stx
         y = stx_session_output(e->pert, e->out_index);
         for (int64_t j = 0; j < nb; j++) {
             int64_t r = r0 + j;
-            e->scores[r / ns] += score_of(y, j, e->targets[n], e->frames[n], e->o.score) / ns;
+            e->scores[r / ns] += stx__score_of(y, j, e->targets[n], e->frames[n], e->o.score) / ns;
         }
         *done += nb;
         st = progress(e, *done, total);
@@ -668,11 +810,64 @@ static stx_status ablation_scores(stx_explainer *e, const float *act, int64_t n,
         if (st) return sess_err(e, e->tail, st);
         y = stx_session_output(e->tail, e->out_index);
         for (int64_t j = 0; j < nb; j++)
-            e->scores[r0 + j] = score_of(y, j, e->targets[n], e->frames[n], e->o.score);
+            e->scores[r0 + j] = stx__score_of(y, j, e->targets[n], e->frames[n], e->o.score);
         *done += nb;
         st = progress(e, *done, total);
         if (st) return st;
     }
+    return STX_OK;
+}
+
+/* Perturbation methods: per sample, its baseline and the method's map at the input's size. */
+static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_tensor **map) {
+    int64_t THW = e->T * e->H * e->W, done = 0;
+    int64_t rows = e->method == M_RISE ? (e->o.masks ? e->o.masks : 1000) : 0;
+    stx_perturb p = {.sess = e->pert,
+                     .xb = e->xb,
+                     .B = e->B,
+                     .out_index = e->out_index,
+                     .T = e->T,
+                     .C = e->C,
+                     .H = e->H,
+                     .W = e->W,
+                     .sample_numel = e->sample_numel,
+                     .tax = e->tax,
+                     .score = e->o.score,
+                     .baseline = e->o.baseline,
+                     .baseline_clip = e->bclip,
+                     .progress = e->o.progress,
+                     .progress_user = e->o.progress_user,
+                     .done = &done,
+                     .err = &e->err};
+    if (!rows) rows = stx__occlusion_rows(&p, e->win, e->str);
+    p.total = rows * e->N;
+    stx_rng rng;
+    stx__rng_seed(&rng, e->o.seed);
+    float *out = e->map->data;
+    const float *x = input->data;
+    for (int64_t n = 0; n < e->N; n++) {
+        const float *xs = x + n * e->sample_numel;
+        p.target = e->targets[n];
+        p.frame = e->frames[n];
+        stx_status st = stx__perturb_baseline(&p, xs, e->base, e->tmp, &rng);
+        if (st) return st;
+        if (e->method == M_RISE) {
+            st = stx__rise(&p, xs, e->base, (int)rows, e->cells, (double)e->o.p, &rng, e->up,
+                           e->work);
+        } else {
+            double s0 = stx__score_of(e->out_copy, n, p.target, p.frame, e->o.score);
+            st = stx__occlusion(&p, xs, e->base, e->win, e->str, s0, e->up, e->row);
+        }
+        if (st) return st;
+        for (int64_t u = 0; u < THW; u++) {
+            if (!isfinite(e->up[u]))
+                return stx__errf(&e->err, STX_E_NUMERIC,
+                                 "the %s map of sample %lld has a non-finite value at %lld",
+                                 method_names[e->method], (long long)n, (long long)u);
+            out[n * THW + u] = (float)e->up[u];
+        }
+    }
+    *map = e->map;
     return STX_OK;
 }
 
@@ -706,7 +901,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
         if (c < 0) { /* top class of the frame, or of the scores summed over frames */
             double best = -INFINITY;
             for (int64_t k = 0; k < Kc; k++) {
-                double s = score_of(y, n, k, f, STX_SCORE_LOGIT);
+                double s = stx__score_of(y, n, k, f, STX_SCORE_LOGIT);
                 if (s > best) {
                     best = s;
                     c = k;
@@ -716,6 +911,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
         e->targets[n] = c;
         e->frames[n] = f;
     }
+    if (layer_free(e->method)) return run_perturb(e, input, map);
     const layer_view *lv = &e->lv;
     int64_t K = lv->K, P = lv->T * lv->H * lv->W, NKP = e->N * K * P;
     const stx_tensor *act = stx_session_value(e->main, e->layer);
@@ -781,7 +977,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
     int64_t mapP = e->map->dims[1] * e->map->dims[2] * e->map->dims[3];
     for (int64_t n = 0; n < e->N; n++) {
         stx_cam_maps cm = {K, lv->T, lv->H, lv->W, e->A + n * K * P, e->G + n * K * P};
-        double base = score_of(e->out_copy, n, e->targets[n], e->frames[n], e->o.score);
+        double base = stx__score_of(e->out_copy, n, e->targets[n], e->frames[n], e->o.score);
         switch (e->method) {
         case M_CAM:
             stx__cam_cam(&cm, e->w, e->L);

@@ -47,4 +47,43 @@ int stx__cam_eigen(const stx_cam_maps *m, double *work, double *L);
 /* Per-channel min-max of A_k to [0, 1] (constant channel: zeros) into out (P values). */
 void stx__cam_minmax(const double *a, int64_t P, double *out);
 
+/* ---- perturbation methods (perturb.c) -------------------------------------------------- */
+
+#define STX_PERTURB_MAX_BATCH 4096
+#define STX_BLUR_MAX_RADIUS 64
+#define STX_RISE_MAX_SIDE 16384
+
+/* The target score of sample n of an output (N, K[, T...]): class c at frame f (f < 0: summed
+ * over frames), the logit or the softmax probability over axis 1 (as the backward seed). */
+double stx__score_of(const stx_tensor *y, int64_t n, int64_t c, int64_t f, stx_score sc);
+
+/* What the perturbation methods need of an explainer, for one sample. */
+typedef struct stx_perturb {
+    stx_session *sess; /* planned for batch B */
+    stx_tensor *xb;    /* (B, ...) input batch */
+    int B, out_index;
+    int64_t T, C, H, W, sample_numel;
+    int tax; /* time axis of the input: 2 (NCTHW) or 1 (NTCHW) */
+    int64_t target, frame;
+    stx_score score;
+    int baseline;               /* stx_baseline */
+    const float *baseline_clip; /* STX_BASELINE_CLIP: one sample */
+    int (*progress)(void *, int64_t, int64_t);
+    void *progress_user;
+    int64_t *done, total;
+    stx_err *err;
+} stx_perturb;
+
+/* The baseline of sample x into base (sample_numel floats); tmp holds max(T, H, W) doubles. */
+stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *base, double *tmp,
+                                 stx_rng *rng);
+/* Number of occlusion windows (window 0: the whole axis; stride 0: the window). */
+int64_t stx__occlusion_rows(const stx_perturb *p, const int win[3], const int str[3]);
+/* Occlusion map (T*H*W) of sample x with its clean score s0; count: T*H*W doubles of scratch. */
+stx_status stx__occlusion(stx_perturb *p, const float *x, const float *base, const int win[3],
+                          const int str[3], double s0, double *map, double *count);
+/* RISE map; work holds B*T*H*W + (c_t+1)(c_h+1)(c_w+1) + T + H + W doubles. */
+stx_status stx__rise(stx_perturb *p, const float *x, const float *base, int masks,
+                     const int cells[3], double prob, stx_rng *rng, double *map, double *work);
+
 #endif

@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""Perturbation methods of `stx explain` (occlusion, frame-/spatial-occlusion, RISE) against
+independent oracles.
+
+  * Captum's published occlusion values (BasicModel_MultiLayer, ../shared/docs/peers.md §3.2
+    case 2) on the same model built here as ONNX with a 5-D input (N, 1, 1, 1, 3): windows 1 and 2,
+    stride 2, a baseline of 10s, a batch of two inputs.
+  * Occlusion against tools/perturb_oracle.py (PyTorch, same windows and baseline) on the zoo's
+    3-D CNN (default windows, frame-occlusion, spatial-occlusion, zero and mean baselines), its
+    CNN-LSTM (layout NTCHW) and torchvision's R3D-18 (random weights, coarse windows): max
+    difference <= 1e-4 of the map's largest magnitude.
+  * Batch invariance: occlusion and RISE give the same map for --batch 1, 3 and 16.
+  * RISE on held-out clips of the zoo's 3-D CNN: the map's maximum lies in the target's tube more
+    often than a random point (the figure is printed).
+  * Errors: bad windows, baselines, masks, p.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'zoo'))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cam_oracle  # noqa: E402
+import perturb_oracle  # noqa: E402
+from zoo_common import preprocess  # noqa: E402
+
+ZOO = os.path.join(ROOT, 'models', 'zoo')
+failures = []
+
+
+def check(ok, what):
+    print(('ok    ' if ok else 'FAIL  ') + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def stx(args, ok=True):
+    p = subprocess.run([ARGS.stx] + args, capture_output=True, text=True)
+    if ok and p.returncode != 0:
+        raise RuntimeError('stx %s failed (%d): %s' % (' '.join(args), p.returncode,
+                                                        p.stderr.strip()))
+    return p
+
+
+def rel(a, b):
+    scale = np.abs(b).max()
+    return float(np.abs(a - b).max() / scale) if scale > 0 else float(np.abs(a - b).max())
+
+
+def work(name):
+    return os.path.join(ARGS.work, name)
+
+
+# ---- Captum's BasicModel_MultiLayer ------------------------------------------------------------
+
+def multilayer_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+    w1 = helper.make_tensor('w1', TensorProto.FLOAT, [4, 3], [1.0] * 12)
+    b1 = helper.make_tensor('b1', TensorProto.FLOAT, [4], [-10.0, 1.0, 1.0, 1.0])
+    w2 = helper.make_tensor('w2', TensorProto.FLOAT, [2, 4], [1.0] * 8)
+    b2 = helper.make_tensor('b2', TensorProto.FLOAT, [2], [-1.0, 1.0])
+    nodes = [helper.make_node('Flatten', ['x'], ['f'], axis=1),
+             helper.make_node('Gemm', ['f', 'w1', 'b1'], ['h'], transB=1),
+             helper.make_node('Relu', ['h'], ['r']),
+             helper.make_node('Gemm', ['r', 'w2', 'b2'], ['y'], transB=1)]
+    g = helper.make_graph(nodes, 'multilayer',
+                          [helper.make_tensor_value_info('x', TensorProto.FLOAT, ['N', 1, 1, 1, 3])],
+                          [helper.make_tensor_value_info('y', TensorProto.FLOAT, ['N', 2])],
+                          [w1, b1, w2, b2])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])
+    onnx.save(m, path)
+
+
+def test_captum():
+    model = work('multilayer.onnx')
+    multilayer_onnx(model)
+    x = work('ml_x.npy')
+    np.save(x, np.array([20, 50, 30], np.float32).reshape(1, 1, 1, 1, 3))
+    tens = work('ml_tens.npy')
+    np.save(tens, np.full((1, 1, 1, 3), 10, np.float32))
+    cases = [(['--window', '1,1,1', '--stride', '1,1,1'], [80, 200, 120], 'window 1'),
+             (['--window', '1,1,2', '--stride', '1,1,1', '--baseline', tens], [200, 220, 240],
+              'window 2, baseline 10'),
+             (['--window', '1,1,2', '--stride', '1,1,2'], [280, 280, 120], 'window 2 stride 2')]
+    for batch in ('1', '2', '16'):
+        for flags, want, what in cases:
+            out = work('ml_out.npy')
+            stx(['explain', model, x, '--method', 'occlusion', '--target', '0', '--batch', batch,
+                 '-o', out] + flags)
+            got = np.load(out).reshape(-1)
+            check(np.allclose(got, want, atol=1e-4),
+                  "Captum occlusion %s (batch %s): %s, published %s" % (what, batch,
+                                                                        got.tolist(), want))
+    xb = work('ml_xb.npy')
+    np.save(xb, np.array([[2, 10, 3], [20, 50, 30]], np.float32).reshape(2, 1, 1, 1, 3))
+    out = work('ml_outb.npy')
+    stx(['explain', model, xb, '--method', 'occlusion', '--target', '0', '--window', '1,1,1',
+         '--stride', '1,1,1', '-o', out])
+    got = np.load(out).reshape(2, 3)
+    check(np.allclose(got, [[8, 35, 12], [80, 200, 120]], atol=1e-4),
+          'Captum occlusion, a batch of two inputs: %s' % got.tolist())
+
+
+# ---- against the PyTorch oracle ----------------------------------------------------------------
+
+def default_window(method, T, H, W):
+    def c(D, k):
+        return -(-D // k)
+    if method == 'frame-occlusion':
+        return (1, 0, 0), (1, 0, 0)
+    w = (0 if method == 'spatial-occlusion' else c(T, 4), c(H, 7), c(W, 7))
+    return w, tuple((v + 1) // 2 if v > 1 else v for v in w)
+
+
+def zoo_input(name, clip='blink'):
+    model, facts = cam_oracle.load_model('zoo:' + name)
+    frames = np.load(os.path.join(ZOO, 'clips', clip + '.npy'))
+    x = preprocess(frames[None], facts['mean'], facts['std'], facts['layout'])
+    return model, facts, x
+
+
+def compare(label, model, x, layout, method, window=None, stride=None, baseline='zero',
+            target=7):
+    path = work('in.npy')
+    np.save(path, x)
+    T = x.shape[2] if layout == 'NCTHW' else x.shape[1]
+    if window is None:
+        window, stride = default_window(method, T, x.shape[3], x.shape[4])
+    out = work('out.npy')
+    stx(['explain', ARGS.model_path, path, '--method', method, '--target', str(target),
+         '--window', ','.join(map(str, window)), '--stride', ','.join(map(str, stride)),
+         '--baseline', baseline, '--batch', '8', '-o', out])
+    got = np.load(out)
+    want = perturb_oracle.occlusion(model, x, target, window, stride, baseline, layout)
+    r = rel(got, want)
+    check(got.shape == want.shape and r <= 1e-4,
+          '%s %s window %s stride %s baseline %s: max rel diff %.2e' % (label, method, window,
+                                                                        stride, baseline, r))
+
+
+def test_oracle():
+    for name in ('action_r3d', 'action_cnn_lstm'):
+        model, facts, x = zoo_input(name)
+        ARGS.model_path = os.path.join(ZOO, name + '.onnx')
+        methods = [('occlusion', 'zero'), ('frame-occlusion', 'mean'),
+                   ('spatial-occlusion', 'zero')]
+        if name != 'action_r3d':
+            methods = methods[:1]
+        for method, base in methods:
+            compare(name, model, x, facts['layout'], method, baseline=base)
+    # stx's own defaults are the documented ones (T/4 x H/7 x W/7, stride half the window)
+    ARGS.model_path = os.path.join(ZOO, 'action_r3d.onnx')
+    model, facts, x = zoo_input('action_r3d')
+    np.save(work('in.npy'), x)
+    a, b = work('def_a.npy'), work('def_b.npy')
+    w, s = default_window('occlusion', 16, 64, 64)
+    stx(['explain', ARGS.model_path, work('in.npy'), '--method', 'occlusion', '-o', a])
+    stx(['explain', ARGS.model_path, work('in.npy'), '--method', 'occlusion', '-o', b,
+         '--window', ','.join(map(str, w)), '--stride', ','.join(map(str, s))])
+    check(np.array_equal(np.load(a), np.load(b)),
+          'default occlusion window %s stride %s as documented' % (w, s))
+    r3d = os.path.join(ARGS.models, 'r3d_18.onnx')
+    if not os.path.exists(r3d):
+        check(False, '%s missing (the models test exports it)' % r3d)
+        return
+    model, _ = cam_oracle.load_model('tv:r3d_18')
+    x = np.load(os.path.join(ARGS.models, 'r3d_18.input.npy'))
+    ARGS.model_path = r3d
+    compare('r3d_18', model, x, 'NCTHW', 'occlusion', (8, 56, 56), (8, 28, 28), 'zero', target=3)
+
+
+def test_batch_invariance():
+    model = os.path.join(ZOO, 'action_r3d.onnx')
+    clip = os.path.join(ZOO, 'clips', 'appear.npy')
+    for method, extra in (('occlusion', ['--window', '4,16,16', '--stride', '4,16,16']),
+                          ('rise', ['--masks', '40', '--seed', '7'])):
+        maps = []
+        for b in ('1', '3', '16'):
+            out = work('bi_%s_%s.npy' % (method, b))
+            stx(['explain', model, clip, '--method', method, '--batch', b, '-o', out] + extra)
+            maps.append(np.load(out))
+        r = max(rel(maps[1], maps[0]), rel(maps[2], maps[0]))
+        check(r <= 1e-5, '%s with --batch 1, 3, 16: max rel diff %.1e' % (method, r))
+    # RISE is reproducible for a seed and changes with it
+    a, b = work('rise_s1.npy'), work('rise_s2.npy')
+    stx(['explain', model, clip, '--method', 'rise', '--masks', '40', '--seed', '8', '-o', a])
+    stx(['explain', model, clip, '--method', 'rise', '--masks', '40', '--seed', '7', '-o', b])
+    check(rel(np.load(b), maps[0]) <= 1e-5 and rel(np.load(a), maps[0]) > 1e-3,
+          'RISE: same seed same map, another seed another map')
+
+
+def test_localisation():
+    import action_data
+    sys.path.insert(0, os.path.join(ROOT, 'tests', 'models'))
+    from test_cam import tube_hits
+    n = 8
+    data = action_data.make_dataset(n, 2)
+    frames = work('heldout.npy')
+    np.save(frames, data['video'])
+    out = work('loc_rise.npy')
+    stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', 'rise',
+         '--masks', '300', '--target', ','.join(str(int(c)) for c in data['label']), '-o', out])
+    hit = tube_hits(np.load(out), data['mask'])[0]
+    rand = tube_hits(np.random.default_rng(0).random((n,) + data['mask'].shape[1:]),
+                     data['mask'])[0]
+    check(hit > rand, 'RISE (300 masks) on %d held-out clips, action_r3d: maximum within 4 px of '
+          'the tube in %.2f of clips (a random point: %.2f)' % (n, hit, rand))
+
+
+def test_errors():
+    model = os.path.join(ZOO, 'action_r3d.onnx')
+    clip = os.path.join(ZOO, 'clips', 'blink.npy')
+    bad_base = work('bad_base.npy')
+    np.save(bad_base, np.zeros((3, 16, 8, 8), np.float32))
+    cases = [(['--window', '4,16'], '--window'), (['--stride', '-1,2,2'], '--stride'),
+             (['--baseline', bad_base], 'baseline clip'), (['--masks', '0'], '--masks'),
+             (['--p', '1.5'], '--p'), (['--baseline', work('missing.npy')], 'missing.npy')]
+    for flags, word in cases:
+        p = stx(['explain', model, clip, '--method', 'occlusion'] + flags, ok=False)
+        line = p.stderr.strip()
+        check(p.returncode != 0 and word in line and len(line.splitlines()) == 1,
+              'error names %s: %s' % (word, line))
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--stx', required=True)
+    ap.add_argument('--models', required=True, help='build/models (torchvision exports)')
+    ap.add_argument('--work', required=True)
+    ap.add_argument('--only', default='')
+    ARGS = ap.parse_args()
+    os.makedirs(ARGS.work, exist_ok=True)
+    tests = [('captum', test_captum), ('oracle', test_oracle), ('batch', test_batch_invariance),
+             ('loc', test_localisation), ('errors', test_errors)]
+    for name, fn in tests:
+        if ARGS.only and name not in ARGS.only.split(','):
+            continue
+        print('--', name, flush=True)
+        fn()
+    print('%d failure(s)' % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
