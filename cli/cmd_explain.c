@@ -22,7 +22,8 @@ static void explain_usage(FILE *f) {
         "  space axes (N,T',H',W' with --upsample none). Definitions: docs/cam.md.\n"
         "  --method   gradcam (default), gradcam-frame, gradcam++, smooth-gradcam++, xgradcam,\n"
         "             layercam, hirescam, cam, scorecam, sscam, iscam, eigencam, ablationcam,\n"
-        "             occlusion, frame-occlusion, spatial-occlusion, rise\n"
+        "             occlusion, frame-occlusion, spatial-occlusion, rise, kernelshap, lime,\n"
+        "             loco, up\n"
         "  --layer    ONNX tensor name or PyTorch module path (default: the model's\n"
         "             stx.target_layer, else the last 5-D, frame-batched or token tensor)\n"
         "  --target   class per sample: index, class name, top (default), or a comma list\n"
@@ -35,7 +36,8 @@ static void explain_usage(FILE *f) {
         "  --noise    noise standard deviation (smooth-gradcam++ 0.3, sscam 2.0)\n"
         "  --token-grid T,H,W  token grid of a transformer layer (default: stx.token_grid,\n"
         "             else the patch embedding's output)\n"
-        "perturbation methods (occlusion, frame-occlusion, spatial-occlusion, rise; no layer;\n"
+        "perturbation methods (occlusion, frame-occlusion, spatial-occlusion, rise, kernelshap,\n"
+        "lime, loco, up; no layer;\n"
         "docs/perturbation.md):\n"
         "  --window T,H,W  occlusion cuboid (0: the whole axis; default T/4,H/7,W/7)\n"
         "  --stride T,H,W  occlusion stride (0: the window; default half the window)\n"
@@ -43,6 +45,9 @@ static void explain_usage(FILE *f) {
         "  --masks N       rise masks (1000)\n"
         "  --cells T,H,W   rise grid cells (min(T,4),7,7)\n"
         "  --p P           rise keep probability (0.5)\n"
+        "  --segments grid  segments of kernelshap, lime, loco and up: a grid of --cells\n"
+        "                  cuboids (min(T,4),7,7); --samples: coalitions (1000)\n"
+        "  --kernel-width w  lime's kernel width on the cosine distance (0.25)\n"
         "video input (a video file, a folder of PNG/JPEG frames, or uint8 frames .npy) and a\n"
         "report (docs/video.md):\n"
         "  --out-dir DIR   write saliency.npy, overlay.mp4, overlay.gif, frames.png,\n"
@@ -316,6 +321,18 @@ int cmd_explain(int argc, char **argv) {
                 eo.baseline = STX_BASELINE_CLIP;
                 baseline_file = argv[i];
             }
+        } else if (strcmp(a, "--segments") == 0) {
+            if (++i >= argc || strcmp(argv[i], "grid") != 0)
+                rc = cli_fail("--segments: only grid is supported (3-D SLIC is not yet)");
+            else
+                eo.segments = argv[i];
+        } else if (strcmp(a, "--kernel-width") == 0) {
+            char *e = NULL;
+            double v = ++i < argc ? strtod(argv[i], &e) : -1;
+            if (i >= argc || !e || *e || !(v > 0 && v <= 1e6))
+                rc = cli_fail("--kernel-width needs a width > 0");
+            else
+                eo.kernel_width = (float)v;
         } else if (strcmp(a, "--masks") == 0) {
             if (++i >= argc || !cli_parse_int(argv[i], 1, 1000000, &lv))
                 rc = cli_fail("--masks needs a count in [1, 1000000]");

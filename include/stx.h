@@ -589,8 +589,9 @@ typedef struct stx_explain_options {
      * (STX_E_CANCELLED). NULL: none. */
     int (*progress)(void *user, int64_t done, int64_t total);
     void *progress_user;
-    /* Perturbation methods (occlusion, frame-occlusion, spatial-occlusion, rise; definitions in
-     * docs/perturbation.md). They need no layer; the map is always at the input's T x H x W. */
+    /* Perturbation methods (occlusion, frame-occlusion, spatial-occlusion, rise, kernelshap, lime,
+     * loco, up; definitions in docs/perturbation.md). They need no layer; the map is always at the
+     * input's T x H x W. */
     int window[3];         /* occlusion cuboid T, H, W; 0: the whole axis; -1 (default): the
                               method's (occlusion T/4 x H/7 x W/7, frame-occlusion 1 x H x W,
                               spatial-occlusion T x H/7 x W/7, rounded up) */
@@ -602,6 +603,13 @@ typedef struct stx_explain_options {
     int masks;                       /* rise: masks (default 1000) */
     int cells[3];                    /* rise: grid cells T, H, W (default min(T, 4), 7, 7) */
     float p;                         /* rise: probability that a cell is kept (default 0.5) */
+    /* Segment-level methods (kernelshap, lime, loco, up): the segments are a regular grid of
+     * cells[0] x cells[1] x cells[2] cuboids (default min(T, 4) x 7 x 7); samples is the
+     * coalition budget (default 1000; Kernel SHAP enumerates every coalition when they fit,
+     * which gives the exact Shapley values). */
+    const char *segments; /* "grid" (default; NULL) */
+    float kernel_width;   /* lime: width of the exponential kernel on the cosine distance
+                             (default 0.25) */
 } stx_explain_options;
 
 typedef struct stx_explainer stx_explainer;

@@ -26,7 +26,11 @@ enum {
     M_OCCLUSION,
     M_FRAME_OCC,
     M_SPATIAL_OCC,
-    M_RISE
+    M_RISE,
+    M_KERNELSHAP,
+    M_LIME,
+    M_LOCO,
+    M_UP
 };
 
 static const char *const method_names[] = {"cam",
@@ -46,6 +50,10 @@ static const char *const method_names[] = {"cam",
                                            "frame-occlusion",
                                            "spatial-occlusion",
                                            "rise",
+                                           "kernelshap",
+                                           "lime",
+                                           "loco",
+                                           "up",
                                            NULL};
 
 const char *const *stx_explain_methods(void) {
@@ -105,6 +113,9 @@ struct stx_explainer {
     /* perturbation methods: window, stride, RISE cells; the baseline sample; the baseline clip */
     int win[3], str[3], cells[3];
     float *base, *bclip;
+    int32_t *seg; /* segment-level methods: the segment of every voxel, K segments */
+    int64_t K, seg_rows;
+    uint8_t *Z;
 };
 
 stx_explain_options stx_explain_options_default(void) {
@@ -118,6 +129,7 @@ stx_explain_options stx_explain_options_default(void) {
     o.noise = -1.0f;
     for (int a = 0; a < 3; a++) o.window[a] = o.stride[a] = -1;
     o.p = 0.5f;
+    o.kernel_width = 0.25f;
     return o;
 }
 
@@ -244,6 +256,8 @@ void stx_explainer_free(stx_explainer *e) {
     stx__free(c, e->frames);
     stx__free(c, e->base);
     stx__free(c, e->bclip);
+    stx__free(c, e->seg);
+    stx__free(c, e->Z);
     stx__free(c, e->layer);
     stx__free(c, e);
 }
@@ -320,7 +334,29 @@ static stx_status create_perturb(stx_explainer *e) {
     }
     o->baseline_clip = NULL; /* not kept: copied */
     int64_t rows;
-    if (e->method == M_RISE) {
+    if (e->method >= M_KERNELSHAP) {
+        if (o->segments && strcmp(o->segments, "grid") != 0)
+            return stx__errf(ce, STX_E_UNSUPPORTED,
+                             "segments '%s': only 'grid' is supported (3-D SLIC is not yet)",
+                             o->segments);
+        if (!(o->kernel_width > 0 && isfinite(o->kernel_width)))
+            return stx__errf(ce, STX_E_INVALID, "kernel width %g must be > 0",
+                             (double)o->kernel_width);
+        e->K = (int64_t)e->cells[0] * e->cells[1] * e->cells[2];
+        int samples = o->samples ? o->samples : 1000;
+        rows = stx__segment_rows(e->method - M_KERNELSHAP, e->K, samples);
+        if (e->method == M_LIME && rows < 2)
+            return stx__errf(ce, STX_E_INVALID, "lime needs at least 2 samples");
+        e->seg_rows = rows;
+        e->seg = stx__malloc(e->ctx, sizeof(int32_t) * (size_t)(e->T * e->H * e->W));
+        e->Z = stx__malloc(e->ctx, (size_t)(rows * e->K));
+        e->scores = dalloc(e, rows);
+        e->work = dalloc(e, (e->K + 1) * (e->K + 1) + 3 * e->K + 3);
+        if (!e->seg || !e->Z || !e->scores || !e->work)
+            return stx__errf(ce, STX_E_NOMEM, "out of memory for %lld coalitions of %lld segments",
+                             (long long)rows, (long long)e->K);
+        stx__grid_segments(e->T, e->H, e->W, e->cells, e->seg);
+    } else if (e->method == M_RISE) {
         rows = o->masks ? o->masks : 1000;
     } else {
         stx_perturb pp = {.T = e->T, .H = e->H, .W = e->W};
@@ -821,7 +857,7 @@ static stx_status ablation_scores(stx_explainer *e, const float *act, int64_t n,
 /* Perturbation methods: per sample, its baseline and the method's map at the input's size. */
 static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_tensor **map) {
     int64_t THW = e->T * e->H * e->W, done = 0;
-    int64_t rows = e->method == M_RISE ? (e->o.masks ? e->o.masks : 1000) : 0;
+    int64_t rows = e->method == M_RISE ? (e->o.masks ? e->o.masks : 1000) : e->seg_rows;
     stx_perturb p = {.sess = e->pert,
                      .xb = e->xb,
                      .B = e->B,
@@ -851,7 +887,12 @@ static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_ten
         p.frame = e->frames[n];
         stx_status st = stx__perturb_baseline(&p, xs, e->base, e->tmp, &rng);
         if (st) return st;
-        if (e->method == M_RISE) {
+        if (e->method >= M_KERNELSHAP) {
+            double s0 = stx__score_of(e->out_copy, n, p.target, p.frame, e->o.score);
+            st = stx__segments(&p, e->method - M_KERNELSHAP, xs, e->base, e->seg, e->K,
+                               e->o.samples ? e->o.samples : 1000, (double)e->o.kernel_width, &rng,
+                               s0, e->Z, e->scores, e->work, e->up);
+        } else if (e->method == M_RISE) {
             st = stx__rise(&p, xs, e->base, (int)rows, e->cells, (double)e->o.p, &rng, e->up,
                            e->work);
         } else {

@@ -74,6 +74,9 @@ typedef struct stx_perturb {
     stx_err *err;
 } stx_perturb;
 
+/* Runs the batch p->xb (rows 0..nb-1 filled, the rest padding) and returns the rows' scores;
+ * counts them as done and calls the progress callback. */
+stx_status stx__perturb_run(stx_perturb *p, int64_t nb, double *scores);
 /* The baseline of sample x into base (sample_numel floats); tmp holds max(T, H, W) doubles. */
 stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *base, double *tmp,
                                  stx_rng *rng);
@@ -85,5 +88,18 @@ stx_status stx__occlusion(stx_perturb *p, const float *x, const float *base, con
 /* RISE map; work holds B*T*H*W + (c_t+1)(c_h+1)(c_w+1) + T + H + W doubles. */
 stx_status stx__rise(stx_perturb *p, const float *x, const float *base, int masks,
                      const int cells[3], double prob, stx_rng *rng, double *map, double *work);
+
+/* ---- segment-level methods (segments.c) ------------------------------------------------- */
+
+enum { STX_SEG_KERNELSHAP, STX_SEG_LIME, STX_SEG_LOCO, STX_SEG_UP };
+/* A regular grid of cells[0] x cells[1] x cells[2] cuboid segments over T x H x W. */
+void stx__grid_segments(int64_t T, int64_t H, int64_t W, const int cells[3], int32_t *seg);
+/* Coalitions (forwards) a method runs for K segments and a sample budget. */
+int64_t stx__segment_rows(int method, int64_t K, int samples);
+/* The method's map (T*H*W) of sample x. Z: rows*K bytes, scores: rows doubles, work:
+ * (K + 1)^2 + 3K + 3 doubles. */
+stx_status stx__segments(stx_perturb *p, int method, const float *x, const float *base,
+                         const int32_t *seg, int64_t K, int samples, double width, stx_rng *rng,
+                         double s_full, uint8_t *Z, double *scores, double *work, double *map);
 
 #endif

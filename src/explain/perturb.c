@@ -117,8 +117,7 @@ stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *ba
     }
 }
 
-/* Runs rows [r0, r0 + nb) (already written into p->xb rows 0..nb-1) and returns their scores. */
-static stx_status run_batch(stx_perturb *p, int64_t nb, double *scores) {
+stx_status stx__perturb_run(stx_perturb *p, int64_t nb, double *scores) {
     stx_tensor *y;
     stx_status st = stx_session_run(p->sess, p->xb, &y);
     if (st) return stx__errf(p->err, st, "%s", stx_session_last_error(p->sess));
@@ -188,7 +187,7 @@ stx_status stx__occlusion(stx_perturb *p, const float *x, const float *base, con
                 }
         }
         pad_rows(p, x, nb);
-        stx_status st = run_batch(p, nb, scores);
+        stx_status st = stx__perturb_run(p, nb, scores);
         if (st) return st;
         for (int64_t j = 0; j < nb; j++) {
             double delta = s0 - scores[j];
@@ -275,7 +274,7 @@ stx_status stx__rise(stx_perturb *p, const float *x, const float *base, int mask
                 }
         }
         pad_rows(p, x, nb);
-        stx_status st = run_batch(p, nb, scores);
+        stx_status st = stx__perturb_run(p, nb, scores);
         if (st) return st;
         for (int64_t j = 0; j < nb; j++) {
             const double *m = M + (size_t)j * THW;

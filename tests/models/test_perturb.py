@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Perturbation methods of `stx explain` (occlusion, frame-/spatial-occlusion, RISE) against
-independent oracles.
+"""Perturbation methods of `stx explain` (occlusion, frame-/spatial-occlusion, RISE, Kernel SHAP,
+LIME, LOCO, UP) against independent oracles.
 
   * Captum's published occlusion values (BasicModel_MultiLayer, ../shared/docs/peers.md §3.2
     case 2) on the same model built here as ONNX with a 5-D input (N, 1, 1, 1, 3): windows 1 and 2,
@@ -9,9 +9,13 @@ independent oracles.
     3-D CNN (default windows, frame-occlusion, spatial-occlusion, zero and mean baselines), its
     CNN-LSTM (layout NTCHW) and torchvision's R3D-18 (random weights, coarse windows): max
     difference <= 1e-4 of the map's largest magnitude.
+  * Kernel SHAP: Captum's published values (the exact Shapley values; baseline [10,20,10]; a
+    feature mask), and the exact per-segment contributions of a model linear in its input, with
+    every coalition enumerated and with 60 sampled; LOCO and UP worked out by hand; LIME ranks a
+    linear model's segments as their contributions.
   * Batch invariance: occlusion and RISE give the same map for --batch 1, 3 and 16.
-  * RISE on held-out clips of the zoo's 3-D CNN: the map's maximum lies in the target's tube more
-    often than a random point (the figure is printed).
+  * RISE, LIME and Kernel SHAP on held-out clips of the zoo's 3-D CNN: the map's maximum lies in
+    the target's tube more often than a random point (the figures are printed).
   * Errors: bad windows, baselines, masks, p.
 """
 import argparse
@@ -106,6 +110,74 @@ def test_captum():
     got = np.load(out).reshape(2, 3)
     check(np.allclose(got, [[8, 35, 12], [80, 200, 120]], atol=1e-4),
           'Captum occlusion, a batch of two inputs: %s' % got.tolist())
+
+
+def test_segments():
+    """Kernel SHAP, LOCO, UP and LIME on grid segments."""
+    model, x = work('multilayer.onnx'), work('ml_x.npy')
+    base = work('ml_base.npy')
+    np.save(base, np.array([10, 20, 10], np.float32).reshape(1, 1, 1, 3))
+    # Captum's Kernel SHAP cases (the exact Shapley values), LOCO = occlusion by segment, and UP
+    # worked out by hand: f(0) = 2, f(20, 0, 0) = 72, f(0, 50, 0) = 192, f(0, 0, 30) = 112
+    cases = [('kernelshap', ['--cells', '1,1,3'], [76.667, 196.667, 116.667], 'Captum'),
+             ('kernelshap', ['--cells', '1,1,3', '--baseline', base], [40, 120, 80],
+              'Captum, baseline [10,20,10]'),
+             ('kernelshap', ['--cells', '1,1,2'], [275, 275, 115], 'Captum, feature mask [0,0,1]'),
+             ('loco', ['--cells', '1,1,3'], [80, 200, 120], 'as occlusion with window 1'),
+             ('up', ['--cells', '1,1,3'], [70, 190, 110], 'by hand')]
+    for method, flags, want, what in cases:
+        out = work('seg.npy')
+        stx(['explain', model, x, '--method', method, '--target', '0', '-o', out] + flags)
+        got = np.load(out).reshape(-1)
+        check(np.allclose(got, want, atol=2e-3),
+              '%s (%s): %s, expected %s' % (method, what, np.round(got, 3).tolist(), want))
+    # a model linear in its input: Kernel SHAP returns each segment's exact contribution
+    # sum_{v in segment} w_v (x_v - base_v), enumerating (8 segments: 254 coalitions) or sampling
+    import onnx
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(3)
+    shape = (1, 2, 4, 6, 6)
+    wv = rng.normal(size=shape).astype(np.float32)
+    nodes = [helper.make_node('Mul', ['x', 'w'], ['m']),
+             helper.make_node('ReduceSum', ['m', 'axes'], ['s'], keepdims=0),
+             helper.make_node('Unsqueeze', ['s', 'one'], ['y'])]
+    g = helper.make_graph(nodes, 'linear',
+                          [helper.make_tensor_value_info('x', TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 1])],
+                          [helper.make_tensor('w', TensorProto.FLOAT, shape, wv.ravel()),
+                           helper.make_tensor('axes', TensorProto.INT64, [4], [1, 2, 3, 4]),
+                           helper.make_tensor('one', TensorProto.INT64, [1], [1])])
+    path = work('linear.onnx')
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)]), path)
+    xv = rng.normal(size=shape).astype(np.float32)
+    xin = work('linear_x.npy')
+    np.save(xin, xv)
+    contrib = (wv * xv).astype(np.float64)[0].sum(axis=0)          # (T, H, W), zero baseline
+    seg = np.zeros((4, 6, 6), int)
+    for t in range(4):
+        for h in range(6):
+            for w in range(6):
+                seg[t, h, w] = ((t * 2 // 4) * 2 + h * 2 // 6) * 2 + w * 2 // 6
+    want = np.zeros((4, 6, 6))
+    for k in range(8):
+        want[seg == k] = contrib[seg == k].sum()
+    for samples in ('1000', '60'):
+        out = work('lin_ks.npy')
+        stx(['explain', path, xin, '--method', 'kernelshap', '--cells', '2,2,2', '--samples',
+             samples, '--target', '0', '-o', out])
+        got = np.load(out)[0]
+        check(rel(got, want) <= 1e-4, 'Kernel SHAP on a linear model, %s samples (%s): max rel '
+              'diff %.1e' % (samples, 'enumerated' if samples == '1000' else 'sampled',
+                             rel(got, want)))
+    out = work('lin_lime.npy')
+    stx(['explain', path, xin, '--method', 'lime', '--cells', '2,2,2', '--samples', '500',
+         '--target', '0', '-o', out])
+    got = np.load(out)[0]
+    a = np.array([got[seg == k][0] for k in range(8)])
+    b = np.array([want[seg == k][0] for k in range(8)])
+    corr = np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1]
+    check(corr >= 0.9, 'LIME on a linear model ranks the segments as their contributions: '
+          'Spearman %.2f' % corr)
 
 
 # ---- against the PyTorch oracle ----------------------------------------------------------------
@@ -204,14 +276,17 @@ def test_localisation():
     data = action_data.make_dataset(n, 2)
     frames = work('heldout.npy')
     np.save(frames, data['video'])
-    out = work('loc_rise.npy')
-    stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', 'rise',
-         '--masks', '300', '--target', ','.join(str(int(c)) for c in data['label']), '-o', out])
-    hit = tube_hits(np.load(out), data['mask'])[0]
     rand = tube_hits(np.random.default_rng(0).random((n,) + data['mask'].shape[1:]),
                      data['mask'])[0]
-    check(hit > rand, 'RISE (300 masks) on %d held-out clips, action_r3d: maximum within 4 px of '
-          'the tube in %.2f of clips (a random point: %.2f)' % (n, hit, rand))
+    for method, flags in (('rise', ['--masks', '300']), ('lime', ['--samples', '300']),
+                          ('kernelshap', ['--samples', '300'])):
+        out = work('loc_%s.npy' % method)
+        stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', method,
+             '--target', ','.join(str(int(c)) for c in data['label']), '-o', out] + flags)
+        hit = tube_hits(np.load(out), data['mask'])[0]
+        check(hit > rand, '%s (%s %s) on %d held-out clips, action_r3d: maximum within 4 px of '
+              'the tube in %.2f of clips (a random point: %.2f)' % (method, flags[0], flags[1], n,
+                                                                    hit, rand))
 
 
 def test_errors():
@@ -238,7 +313,7 @@ def main():
     ap.add_argument('--only', default='')
     ARGS = ap.parse_args()
     os.makedirs(ARGS.work, exist_ok=True)
-    tests = [('captum', test_captum), ('oracle', test_oracle), ('batch', test_batch_invariance),
+    tests = [('captum', test_captum), ('segments', test_segments), ('oracle', test_oracle), ('batch', test_batch_invariance),
              ('loc', test_localisation), ('errors', test_errors)]
     for name, fn in tests:
         if ARGS.only and name not in ARGS.only.split(','):
