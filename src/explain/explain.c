@@ -116,6 +116,8 @@ struct stx_explainer {
     int32_t *seg; /* segment-level methods: the segment of every voxel, K segments */
     int64_t K, seg_rows;
     uint8_t *Z;
+    double *pscores; /* perturbation scratch (stx_perturb.scores, .idx) */
+    int64_t *pidx;
 };
 
 stx_explain_options stx_explain_options_default(void) {
@@ -258,6 +260,8 @@ void stx_explainer_free(stx_explainer *e) {
     stx__free(c, e->bclip);
     stx__free(c, e->seg);
     stx__free(c, e->Z);
+    stx__free(c, e->pscores);
+    stx__free(c, e->pidx);
     stx__free(c, e->layer);
     stx__free(c, e);
 }
@@ -392,8 +396,10 @@ static stx_status create_perturb(stx_explainer *e) {
     if (!e->xb || !e->up || !e->row || !e->tmp || (e->method == M_RISE && !e->work) || !e->base ||
         !e->targets || !e->frames || !e->map)
         return stx__errf(ce, STX_E_NOMEM, "out of memory for a batch of %d perturbed inputs", e->B);
-    if (e->H > STX_RISE_MAX_SIDE || e->W > STX_RISE_MAX_SIDE || e->T > STX_RISE_MAX_SIDE)
-        return stx__errf(ce, STX_E_UNSUPPORTED, "clip sides above %d", STX_RISE_MAX_SIDE);
+    int64_t ni = 6 * (int64_t)e->B > e->T + e->H + e->W ? 6 * (int64_t)e->B : e->T + e->H + e->W;
+    e->pscores = dalloc(e, e->B);
+    e->pidx = stx__malloc(e->ctx, sizeof(int64_t) * (size_t)ni);
+    if (!e->pscores || !e->pidx) return stx__errf(ce, STX_E_NOMEM, "out of memory");
     return STX_OK;
 }
 
@@ -874,7 +880,9 @@ static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_ten
                      .progress = e->o.progress,
                      .progress_user = e->o.progress_user,
                      .done = &done,
-                     .err = &e->err};
+                     .err = &e->err,
+                     .scores = e->pscores,
+                     .idx = e->pidx};
     if (!rows) rows = stx__occlusion_rows(&p, e->win, e->str);
     p.total = rows * e->N;
     stx_rng rng;

@@ -49,9 +49,7 @@ void stx__cam_minmax(const double *a, int64_t P, double *out);
 
 /* ---- perturbation methods (perturb.c) -------------------------------------------------- */
 
-#define STX_PERTURB_MAX_BATCH 4096
 #define STX_BLUR_MAX_RADIUS 64
-#define STX_RISE_MAX_SIDE 16384
 
 /* The target score of sample n of an output (N, K[, T...]): class c at frame f (f < 0: summed
  * over frames), the logit or the softmax probability over axis 1 (as the backward seed). */
@@ -72,6 +70,9 @@ typedef struct stx_perturb {
     void *progress_user;
     int64_t *done, total;
     stx_err *err;
+    /* scratch owned by the caller: B scores, and max(6 B, T + H + W) indices */
+    double *scores;
+    int64_t *idx;
 } stx_perturb;
 
 /* Runs the batch p->xb (rows 0..nb-1 filled, the rest padding) and returns the rows' scores;

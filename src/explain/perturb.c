@@ -166,10 +166,10 @@ stx_status stx__occlusion(stx_perturb *p, const float *x, const float *base, con
     memset(map, 0, sizeof(double) * (size_t)THW);
     memset(count, 0, sizeof(double) * (size_t)THW);
     float *xb = p->xb->data;
-    double scores[STX_PERTURB_MAX_BATCH];
+    double *scores = p->scores;
+    int64_t(*lo)[3] = (int64_t(*)[3])p->idx, (*hi)[3] = lo + p->B;
     for (int64_t r0 = 0; r0 < rows; r0 += p->B) {
         int64_t nb = rows - r0 < p->B ? rows - r0 : p->B;
-        int64_t lo[STX_PERTURB_MAX_BATCH][3], hi[STX_PERTURB_MAX_BATCH][3];
         for (int64_t j = 0; j < nb; j++) {
             int64_t r = r0 + j, k[3] = {r / (nw[1] * nw[2]), r / nw[2] % nw[1], r % nw[2]};
             for (int a = 0; a < 3; a++) {
@@ -225,10 +225,10 @@ stx_status stx__rise(stx_perturb *p, const float *x, const float *base, int mask
     const int64_t Lt = (T + ct - 1) / ct, Lh = (H + ch - 1) / ch, Lw = (W + cw - 1) / cw;
     /* work: B masks of THW, the grid, taps */
     double *M = work, *grid = M + (size_t)p->B * THW, *ft = grid + G, *fh = ft + T, *fw = fh + H;
-    int64_t it[STX_RISE_MAX_SIDE], ih[STX_RISE_MAX_SIDE], iw[STX_RISE_MAX_SIDE];
+    int64_t *it = p->idx, *ih = it + T, *iw = ih + H;
     memset(map, 0, sizeof(double) * (size_t)THW);
     float *xb = p->xb->data;
-    double scores[STX_PERTURB_MAX_BATCH];
+    double *scores = p->scores;
     for (int64_t r0 = 0; r0 < masks; r0 += p->B) {
         int64_t nb = masks - r0 < p->B ? masks - r0 : p->B;
         for (int64_t j = 0; j < nb; j++) {
