@@ -327,8 +327,8 @@ typedef struct stx_sampling {
 STX_API stx_sampling stx_sampling_default(void);
 /* Number of clips the sampling gives (1 unless windows; the last window is moved back to end at
  * the last frame so that every frame from start on is covered). Fails with STX_E_SHAPE when the
- * video is too short for one clip (frames past the end are repeated from the last frame only
- * with uniform sampling of a video shorter than clip_len). */
+ * video is too short for one clip; uniform sampling of a video shorter than clip_len repeats
+ * frames instead. */
 STX_API stx_status stx_sampling_count(const stx_sampling *s, int64_t num_frames, int64_t *count);
 /* The clip_len frame indices of clip k. */
 STX_API stx_status stx_sampling_indices(const stx_sampling *s, int64_t num_frames, int64_t k,

@@ -221,6 +221,21 @@ static void test_normalize(stx_context *ctx) {
     check(st == STX_OK && y && near_all(stx_tensor_data(y), perf, 8, 1e-7f),
           "normalise per frame: (v - min) / (max - min) of each frame");
     stx_tensor_free(y);
+    /* a fixed range [-2, 6] (per_frame ignored), clamped: (v + 2) / 8 */
+    o.use_range = 1;
+    o.range_lo = -2;
+    o.range_hi = 6;
+    st = stx_render_normalize(ctx, m, &o, &y);
+    const float fixed[8] = {0.25f, 0.375f, 0.5f, 0.625f, 0.75f, 0.875f, 1, 1};
+    check(st == STX_OK && y && near_all(stx_tensor_data(y), fixed, 8, 1e-7f),
+          "a fixed range [-2, 6]: (v + 2) / 8, clamped, per_frame ignored");
+    stx_tensor_free(y);
+    y = NULL;
+    o.range_lo = 7;
+    st = stx_render_normalize(ctx, m, &o, &y);
+    check(st == STX_E_INVALID && !y, "an unordered fixed range is refused (%s)",
+          stx_context_last_error(ctx));
+    o.use_range = 0;
     const float sv[8] = {-2, 1, 0, 4, 0, 0.5f, -1, 0};
     memcpy(x, sv, sizeof sv);
     o.signed_map = 1;
