@@ -347,6 +347,11 @@ static stx_status create_perturb(stx_explainer *e) {
             return stx__errf(ce, STX_E_INVALID, "kernel width %g must be > 0",
                              (double)o->kernel_width);
         e->K = (int64_t)e->cells[0] * e->cells[1] * e->cells[2];
+        if ((e->method == M_KERNELSHAP || e->method == M_LIME) && e->K > 4096)
+            return stx__errf(ce, STX_E_INVALID,
+                             "%s: %lld segments (cells %dx%dx%d): at most 4096 for a regression",
+                             method_names[e->method], (long long)e->K, e->cells[0], e->cells[1],
+                             e->cells[2]);
         int samples = o->samples ? o->samples : 1000;
         rows = stx__segment_rows(e->method - M_KERNELSHAP, e->K, samples);
         if (e->method == M_LIME && rows < 2)

@@ -296,7 +296,9 @@ def test_errors():
     np.save(bad_base, np.zeros((3, 16, 8, 8), np.float32))
     cases = [(['--window', '4,16'], '--window'), (['--stride', '-1,2,2'], '--stride'),
              (['--baseline', bad_base], 'baseline clip'), (['--masks', '0'], '--masks'),
-             (['--p', '1.5'], '--p'), (['--baseline', work('missing.npy')], 'missing.npy')]
+             (['--p', '1.5'], '--p'), (['--baseline', work('missing.npy')], 'missing.npy'),
+             (['--method', 'kernelshap', '--cells', '16,64,64'], '4096'),
+             (['--method', 'lime', '--segments', 'slic'], '--segments')]
     for flags, word in cases:
         p = stx(['explain', model, clip, '--method', 'occlusion'] + flags, ok=False)
         line = p.stderr.strip()
