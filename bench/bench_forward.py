@@ -53,6 +53,15 @@ def run_child(cmd, env=None, timeout=None):
                 err.read().decode(errors='replace'), ru.ru_maxrss / 1024.0)
 
 
+def ensure_model(models, name):
+    """(ONNX path, golden input path) of an exported model, exporting it first when missing."""
+    onnx_path = os.path.join(models, name + '.onnx')
+    if not os.path.exists(onnx_path):
+        run_child([TORCH_PYTHON, os.path.join(TOOLS, 'export_models.py'), '--out', models,
+                   '--only', name])
+    return onnx_path, os.path.join(models, name + '.input.npy')
+
+
 # ----------------------------------------------------------------------------------------------
 # PyTorch side (runs in the child: `bench_forward.py --torch-child MODE ...`)
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from bench_forward import run_child  # noqa: E402
+from bench_forward import ensure_model, run_child  # noqa: E402
 
 TORCH_CHILD = r'''
 import sys, time, numpy as np, torch
@@ -63,11 +63,7 @@ def main():
     ap.add_argument("--stx", default=os.path.join(ROOT, "build", "stx"))
     ap.add_argument("--models", default=os.path.join(ROOT, "build", "models"))
     a = ap.parse_args()
-    onnx_path = os.path.join(a.models, a.model + ".onnx")
-    inp = os.path.join(a.models, a.model + ".input.npy")
-    if not os.path.exists(onnx_path):
-        run_child(["/usr/bin/python3", os.path.join(ROOT, "tools", "export_models.py"), "--out",
-                   a.models, "--only", a.model])
+    onnx_path, inp = ensure_model(a.models, a.model)
     env = dict(os.environ, STX_NUM_THREADS=str(a.threads))
     rows = []
     T = str(a.threads)

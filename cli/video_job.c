@@ -104,8 +104,8 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
     }
 }
 
-/* s as a JSON string literal (also safe inside HTML text when html is set). */
-static void sb_str(sbuf *b, const char *s, bool html) {
+/* s as a JSON string literal. */
+static void sb_str(sbuf *b, const char *s) {
     if (!s) {
         sb_printf(b, "null");
         return;
@@ -115,8 +115,6 @@ static void sb_str(sbuf *b, const char *s, bool html) {
         if (*p == '"' || *p == '\\')
             sb_printf(b, "\\%c", *p);
         else if (*p < 0x20)
-            sb_printf(b, "\\u%04x", *p);
-        else if (html && (*p == '<' || *p == '>' || *p == '&'))
             sb_printf(b, "\\u%04x", *p);
         else
             sb_printf(b, "%c", *p);
@@ -290,15 +288,6 @@ static int run_clips(job *j, int64_t target, int64_t frame) {
             j->clip_frames = fr;
         else
             stx_tensor_free(fr);
-        /* the model wants a batch axis: (1, ...) */
-        const int64_t *xs = stx_tensor_shape(x);
-        int xr = stx_tensor_rank(x);
-        if (xr == 4 && strcmp(j->pre.layout, "NCHW") != 0) {
-            stx_tensor_free(x);
-            rc = cli_fail("%s: unexpected preprocessed shape", j->o->input);
-            break;
-        }
-        (void)xs;
         for (int r = 0; r < j->nruns && !rc; r++) {
             method_run *mr = &j->runs[r];
             if (!mr->e) {
@@ -679,15 +668,15 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
     const video_job_opts *o = j->o;
     const stx_explain_options *eo = o->eo;
     sb_printf(b, "{\n  \"stx_version\": ");
-    sb_str(b, stx_version(), false);
+    sb_str(b, stx_version());
     sb_printf(b, ",\n  \"input\": {\"path\": ");
-    sb_str(b, o->input, false);
+    sb_str(b, o->input);
     sb_printf(b, ", \"kind\": ");
-    sb_str(b, j->info.kind, false);
+    sb_str(b, j->info.kind);
     sb_printf(b, ", \"format\": ");
-    sb_str(b, j->info.format, false);
+    sb_str(b, j->info.format);
     sb_printf(b, ", \"codec\": ");
-    sb_str(b, j->info.codec, false);
+    sb_str(b, j->info.codec);
     sb_printf(b, ", \"width\": %d, \"height\": %d, \"frames\": %lld, \"fps\": %.6g},\n",
               j->info.width, j->info.height, (long long)j->info.num_frames, j->info.fps);
     sb_printf(b,
@@ -700,7 +689,7 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
     for (int i = 0; i < j->s.clip_len; i++)
         sb_printf(b, "%s%lld", i ? ", " : "", (long long)j->clip_idx[i]);
     sb_printf(b, "]},\n  \"preprocessing\": {\"layout\": ");
-    sb_str(b, j->pre.layout, false);
+    sb_str(b, j->pre.layout);
     sb_printf(b, ", \"normalize\": %s, \"mean\": ", j->pre.normalize ? "true" : "false");
     json_floats(b, j->pre.mean, 3);
     sb_printf(b, ", \"std\": ");
@@ -711,15 +700,15 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
               j->pre.bgr ? "true" : "false", j->g.resized_h, j->g.resized_w, j->g.crop_y,
               j->g.crop_x, j->g.out_h, j->g.out_w);
     sb_printf(b, "  \"model\": {\"path\": ");
-    sb_str(b, o->model, false);
+    sb_str(b, o->model);
     sb_printf(b, ", \"name\": ");
-    sb_str(b, j->res->meta.name, false);
+    sb_str(b, j->res->meta.name);
     sb_printf(b, ", \"output\": ");
-    sb_str(b, j->res->output_name, false);
+    sb_str(b, j->res->output_name);
     sb_printf(b, ", \"classes\": [");
     for (int c = 0; c < j->res->n_classes; c++) {
         sb_printf(b, "%s", c ? ", " : "");
-        sb_str(b, j->res->class_names[c], false);
+        sb_str(b, j->res->class_names[c]);
     }
     sb_printf(b, "]},\n  \"predictions\": [");
     for (int64_t k = 0; k < j->nclips; k++) {
@@ -729,10 +718,10 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
                   "%s\n    {\"first_frame\": %lld, \"last_frame\": %lld, \"top\": %lld, "
                   "\"top_name\": ",
                   k ? "," : "", (long long)p->first, (long long)p->last, (long long)p->top);
-        sb_str(b, tn, false);
+        sb_str(b, tn);
         if (isfinite(p->top_prob)) sb_printf(b, ", \"top_prob\": %.6g", (double)p->top_prob);
         sb_printf(b, ", \"target\": %lld, \"target_name\": ", (long long)p->target);
-        sb_str(b, gn, false);
+        sb_str(b, gn);
         if (isfinite(p->target_score))
             sb_printf(b, ", \"target_logit\": %.6g", (double)p->target_score);
         sb_printf(b, "}");
@@ -741,13 +730,13 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
     for (int r = 0; r < j->nruns; r++) {
         const method_run *mr = &j->runs[r];
         sb_printf(b, "%s\n    {\"method\": ", r ? "," : "");
-        sb_str(b, mr->name, false);
+        sb_str(b, mr->name);
         sb_printf(b, ", \"dir\": ");
-        sb_str(b, mr->dir[0] ? mr->dir : ".", false);
+        sb_str(b, mr->dir[0] ? mr->dir : ".");
         sb_printf(b, ", \"layer\": ");
-        sb_str(b, mr->layer, false);
+        sb_str(b, mr->layer);
         sb_printf(b, ", \"layer_choice\": ");
-        sb_str(b, mr->how, false);
+        sb_str(b, mr->how);
         sb_printf(b,
                   ", \"grid\": [%lld, %lld, %lld, %lld], \"score\": \"%s\", \"upsample\": \"%s\", "
                   "\"batch\": %d, \"seed\": %llu, \"samples\": %d, \"noise\": %.6g, "
@@ -756,11 +745,11 @@ static void write_manifest(job *j, sbuf *b, double total_ms) {
                   (long long)mr->grid[3], eo->score == STX_SCORE_PROB ? "prob" : "logit",
                   eo->upsample == STX_UPSAMPLE_NEAREST ? "nearest" : "trilinear", eo->batch,
                   (unsigned long long)eo->seed, eo->samples, (double)eo->noise, mr->ms);
-        sb_str(b, mr->codec, false);
+        sb_str(b, mr->codec);
         sb_printf(b, "}");
     }
     sb_printf(b, "\n  ],\n  \"render\": {\"colormap\": ");
-    sb_str(b, stx_colormap_name(o->ro.colormap), false);
+    sb_str(b, stx_colormap_name(o->ro.colormap));
     sb_printf(b,
               ", \"alpha\": %.6g, \"normalization\": \"%s\", \"signed\": %s, "
               "\"outside_crop_brightness\": %.6g},\n",

@@ -265,7 +265,6 @@ stx_status stx_frames_to_input(stx_context *ctx, const stx_tensor *frames, const
     const float mean[3] = {p->mean[0], p->mean[1], p->mean[2]};
     const float sd[3] = {p->std[0], p->std[1], p->std[2]};
     const int64_t planes = N * T * 3, HWo = Ho * Wo, HW = H * W;
-    (void)HW;
     const int nt = ctx && ctx->num_threads > 0 ? ctx->num_threads : 1;
 #pragma omp parallel for schedule(static) num_threads(nt) if (total >= 65536)
     for (int64_t q = 0; q < planes; q++) {
