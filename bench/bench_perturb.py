@@ -7,13 +7,16 @@
 Rows (each in its own child process; planning and model loading not timed):
   - stx occlusion       `stx explain --method occlusion --window 4,28,28 --stride 4,28,28
                         --batch 8`: 64 windows (4 x 4 x 4) over a 16x112x112 clip, 8 occluded
-                        clips per forward, plus the clean forward. Nothing is reused between
-                        the occluded clips: every forward computes the whole network.
+                        clips per forward, plus the clean forward. The first layers run only on
+                        crops around each window (src/exec/region.c: the clean activations are
+                        computed once and reused outside the crops); the rest whole.
   - PyTorch occlusion   the same 64 windows, zero baseline, 8 occluded clips per batch under
                         torch.no_grad() in eager mode (what Captum does with
                         perturbations_per_eval=8), plus the clean forward.
-  - stx RISE            --masks N --batch 8: clips per second.
-Ratio printed: stx occlusion / PyTorch occlusion (goal <= 0.33)."""
+  - stx occlusion bf16  the same with --precision bf16 (convolutions inside fused chains in
+                        bfloat16: oneDNN's AMX kernels on this processor).
+  - stx RISE            --masks N --batch 8, fp32 and bf16: clips per second.
+Ratios printed: stx occlusion / PyTorch occlusion (goal <= 0.33), and bf16's."""
 import argparse
 import os
 import re
@@ -72,6 +75,10 @@ def main():
                                    "--window", "4,28,28", "--stride", "4,28,28", "--batch", B,
                                    "--threads", T, "--repeat", "2"], env)
     rows.append(("stx occlusion (64 windows)", ms(out), rss, err if rc else ""))
+    rc, out, err, rss = run_child([a.stx, "explain", onnx_path, inp, "--method", "occlusion",
+                                   "--window", "4,28,28", "--stride", "4,28,28", "--batch", B,
+                                   "--threads", T, "--repeat", "2", "--precision", "bf16"], env)
+    rows.append(("stx occlusion bf16 (64 windows)", ms(out), rss, err if rc else ""))
     rc, out, err, rss = run_child(["/usr/bin/python3", "-c", TORCH_CHILD,
                                    os.path.join(ROOT, "tools"), a.model, T, inp, B], env)
     rows.append(("PyTorch occlusion (64 windows)", ms(out), rss, err[-300:] if rc else ""))
@@ -79,13 +86,19 @@ def main():
                                    "--masks", str(a.rise_masks), "--batch", B, "--threads", T],
                                   env)
     rows.append(("stx RISE (%d masks)" % a.rise_masks, ms(out), rss, err if rc else ""))
+    rc, out, err, rss = run_child([a.stx, "explain", onnx_path, inp, "--method", "rise",
+                                   "--masks", str(a.rise_masks), "--batch", B, "--threads", T,
+                                   "--precision", "bf16"], env)
+    rows.append(("stx RISE bf16 (%d masks)" % a.rise_masks, ms(out), rss, err if rc else ""))
     print(f"\n{a.model}, {a.threads} thread(s), {a.batch} clips per forward")
     print(f"{'':34s}{'ms':>10s}{'peak RSS':>12s}")
     for name, t, rss, e in rows:
         print(f"{name:34s}{t:10.1f}{rss:9.0f} MiB" + (f"  ERROR {e.strip()}" if e else ""))
     t = [r[1] for r in rows]
-    print(f"\nstx occlusion / PyTorch occlusion = {t[0] / t[1]:.2f}  (goal <= 0.33)")
-    print(f"stx RISE: {a.rise_masks / (t[2] / 1e3):.2f} masked clips per second")
+    print(f"\nstx occlusion / PyTorch occlusion = {t[0] / t[2]:.2f}  (goal <= 0.33)")
+    print(f"stx occlusion bf16 / PyTorch occlusion = {t[1] / t[2]:.2f}")
+    print(f"stx RISE: {a.rise_masks / (t[3] / 1e3):.2f} masked clips per second, "
+          f"bf16 {a.rise_masks / (t[4] / 1e3):.2f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ static void explain_usage(FILE *f) {
         "  --method   gradcam (default), gradcam-frame, gradcam++, smooth-gradcam++, xgradcam,\n"
         "             layercam, hirescam, cam, scorecam, sscam, iscam, eigencam, ablationcam,\n"
         "             occlusion, frame-occlusion, spatial-occlusion, rise, kernelshap, lime,\n"
-        "             loco, up\n"
+        "             loco, up, aosa, extremal\n"
         "  --layer    ONNX tensor name or PyTorch module path (default: the model's\n"
         "             stx.target_layer, else the last 5-D, frame-batched or token tensor)\n"
         "  --target   class per sample: index, class name, top (default), or a comma list\n"
@@ -37,7 +37,7 @@ static void explain_usage(FILE *f) {
         "  --token-grid T,H,W  token grid of a transformer layer (default: stx.token_grid,\n"
         "             else the patch embedding's output)\n"
         "perturbation methods (occlusion, frame-occlusion, spatial-occlusion, rise, kernelshap,\n"
-        "lime, loco, up; no layer;\n"
+        "lime, loco, up, aosa, extremal; no layer;\n"
         "docs/perturbation.md):\n"
         "  --window T,H,W  occlusion cuboid (0: the whole axis; default T/4,H/7,W/7)\n"
         "  --stride T,H,W  occlusion stride (0: the window; default half the window)\n"
@@ -45,9 +45,16 @@ static void explain_usage(FILE *f) {
         "  --masks N       rise masks (1000)\n"
         "  --cells T,H,W   rise grid cells (min(T,4),7,7)\n"
         "  --p P           rise keep probability (0.5)\n"
-        "  --segments grid  segments of kernelshap, lime, loco and up: a grid of --cells\n"
-        "                  cuboids (min(T,4),7,7); --samples: coalitions (1000)\n"
+        "  --segments S    segments of kernelshap, lime, loco and up: grid (default) of\n"
+        "                  --cells cuboids (min(T,4),7,7), or slic supervoxels;\n"
+        "                  --samples: coalitions (1000)\n"
+        "  --n-segments K  slic: about K supervoxels (200)\n"
+        "  --compactness c slic: colour against space distance (20)\n"
         "  --kernel-width w  lime's kernel width on the cosine distance (0.25)\n"
+        "  --aosa-stride s, --aosa-crop c  aosa seed spacing (8) and occluded square (16)\n"
+        "  --aosa-stack k  aosa: each tube joined with its k most alike in motion (3; 1: alone)\n"
+        "  --areas a,b     extremal: area fractions (0.1); --steps: optimiser steps (300)\n"
+        "  --precision P   fp32 (default) or bf16 forwards of the perturbation methods\n"
         "video input (a video file, a folder of PNG/JPEG frames, or uint8 frames .npy) and a\n"
         "report (docs/video.md):\n"
         "  --out-dir DIR   write saliency.npy, overlay.mp4, overlay.gif, frames.png,\n"
@@ -100,7 +107,7 @@ static int on_progress(void *user, int64_t done, int64_t total) {
     return interrupted;
 }
 
-/* "T,H,W" of sizes >= 0 (zero_ok) or >= 1. */
+/* "T,H,W" (or "TxHxW") of sizes >= 0 (zero_ok) or >= 1. */
 static bool parse_triple(const char *s, int g[3], bool zero_ok) {
     int n = 0;
     const char *p = s;
@@ -110,19 +117,27 @@ static bool parse_triple(const char *s, int g[3], bool zero_ok) {
         if (end == p || v < (zero_ok ? 0 : 1) || v > 1 << 20) return false;
         g[n++] = (int)v;
         p = end;
-        if (n < 3 && *p++ != ',') return false;
+        if (n < 3 && *p != ',' && *p != 'x') return false;
+        if (n < 3) p++;
     }
     return *p == '\0';
 }
 
-static bool parse_grid(const char *s, int g[3]) {
-    int64_t d[STX_MAX_RANK];
-    int r;
-    if (!cli_parse_shape(s, d, &r) || r != 3) return false;
-    for (int k = 0; k < 3; k++) {
-        if (d[k] <= 0 || d[k] > 1 << 20) return false;
-        g[k] = (int)d[k];
+/* "a[,b...]": 1 to 4 fractions in (0, 1]. */
+static bool parse_areas(const char *s, float a[4], int *n) {
+    int k = 0;
+    const char *p = s;
+    while (k < 4) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || !(v > 0 && v <= 1)) return false;
+        a[k++] = (float)v;
+        p = end;
+        if (*p != ',') break;
+        p++;
     }
+    if (*p != '\0') return false;
+    *n = k;
     return true;
 }
 
@@ -137,7 +152,6 @@ int cmd_explain(int argc, char **argv) {
     vo.sampling = stx_sampling_default();
     vo.sampling.clip_len = 0;
     vo.ro = stx_render_options_default();
-    stx_preprocess vpre = stx_preprocess_default();
     const char *preset = NULL;
     long size = 0, crop_h = 0, crop_w = 0, lv;
     bool video_flags = false, bgr = false;
@@ -215,7 +229,7 @@ int cmd_explain(int argc, char **argv) {
             else
                 eo.seed = v;
         } else if (strcmp(a, "--token-grid") == 0) {
-            if (++i >= argc || !parse_grid(argv[i], eo.token_grid))
+            if (++i >= argc || !parse_triple(argv[i], eo.token_grid, false))
                 rc = cli_fail("--token-grid needs three positive sizes T,H,W");
         } else if (strcmp(a, "--out-dir") == 0) {
             if (++i >= argc || !argv[i][0])
@@ -322,10 +336,46 @@ int cmd_explain(int argc, char **argv) {
                 baseline_file = argv[i];
             }
         } else if (strcmp(a, "--segments") == 0) {
-            if (++i >= argc || strcmp(argv[i], "grid") != 0)
-                rc = cli_fail("--segments: only grid is supported (3-D SLIC is not yet)");
+            if (++i >= argc || (strcmp(argv[i], "grid") != 0 && strcmp(argv[i], "slic") != 0))
+                rc = cli_fail("--segments must be grid or slic");
             else
                 eo.segments = argv[i];
+        } else if (strcmp(a, "--n-segments") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 4096, &lv))
+                rc = cli_fail("--n-segments needs a count in [1, 4096]");
+            else
+                eo.n_segments = (int)lv;
+        } else if (strcmp(a, "--compactness") == 0) {
+            char *e = NULL;
+            double v = ++i < argc ? strtod(argv[i], &e) : -1;
+            if (i >= argc || !e || *e || !(v > 0 && v <= 1e6))
+                rc = cli_fail("--compactness needs a value > 0");
+            else
+                eo.compactness = (float)v;
+        } else if (strcmp(a, "--aosa-stride") == 0 || strcmp(a, "--aosa-crop") == 0) {
+            int *dst = a[7] == 's' ? &eo.aosa_stride : &eo.aosa_crop;
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 4096, &lv))
+                rc = cli_fail("%s needs a size in pixels in [1, 4096]", a);
+            else
+                *dst = (int)lv;
+        } else if (strcmp(a, "--aosa-stack") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 64, &lv))
+                rc = cli_fail("--aosa-stack needs a count in [1, 64] (1: single tubes)");
+            else
+                eo.aosa_stack = (int)lv;
+        } else if (strcmp(a, "--areas") == 0) {
+            if (++i >= argc || !parse_areas(argv[i], eo.areas, &eo.n_areas))
+                rc = cli_fail("--areas needs 1 to 4 fractions in (0, 1], e.g. 0.05,0.1");
+        } else if (strcmp(a, "--steps") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 1, 100000, &lv))
+                rc = cli_fail("--steps needs a count in [1, 100000]");
+            else
+                eo.steps = (int)lv;
+        } else if (strcmp(a, "--precision") == 0) {
+            if (++i >= argc || (strcmp(argv[i], "fp32") != 0 && strcmp(argv[i], "bf16") != 0))
+                rc = cli_fail("--precision must be fp32 or bf16");
+            else
+                eo.precision = argv[i][0] == 'b' ? STX_PRECISION_BF16 : STX_PRECISION_FP32;
         } else if (strcmp(a, "--kernel-width") == 0) {
             char *e = NULL;
             double v = ++i < argc ? strtod(argv[i], &e) : -1;
@@ -369,7 +419,6 @@ int cmd_explain(int argc, char **argv) {
         cli_facts_free(&facts);
         return rc;
     }
-    (void)vpre;
     size_t il = strlen(input);
     bool npy = il >= 4 && strcmp(input + il - 4, ".npy") == 0;
     if (!vo.out_dir && (!npy || video_flags)) {

@@ -437,6 +437,13 @@ STX_API int stx_render_text(stx_tensor *rgb, int x, int y, const char *text, int
  */
 typedef struct stx_session stx_session;
 
+/* Arithmetic of the forwards that a method runs many times. bf16: the convolutions inside a
+ * chain of fused ones (reading and writing the activations between them, which are stored in
+ * bfloat16) take bfloat16 inputs and weights (oneDNN, AMX where available) with fp32
+ * accumulation, bias and residual. The first convolution (reading the pixels), the last one
+ * of a chain, every other op and every graph output stay fp32. */
+typedef enum { STX_PRECISION_FP32 = 0, STX_PRECISION_BF16 = 1 } stx_precision;
+
 typedef struct stx_session_options {
     size_t size;
     int num_threads;         /* 0: the context's */
@@ -463,6 +470,10 @@ typedef struct stx_session_options {
      * methods use it to recompute only the tail; graph outputs that do not depend on the tensor
      * are not computed (their data is NULL). Not combinable with grad_wrt. */
     const char *start_at;
+    /* Convolutions in bfloat16 (see stx_precision; needs a CPU with AVX-512 BF16 or AMX and
+     * the oneDNN kernels, else STX_E_UNSUPPORTED at creation). Forward only: not combinable
+     * with grad_wrt. Default fp32. */
+    stx_precision precision;
 } stx_session_options;
 
 STX_API stx_session_options stx_session_options_default(void);
@@ -607,9 +618,25 @@ typedef struct stx_explain_options {
      * cells[0] x cells[1] x cells[2] cuboids (default min(T, 4) x 7 x 7); samples is the
      * coalition budget (default 1000; Kernel SHAP enumerates every coalition when they fit,
      * which gives the exact Shapley values). */
-    const char *segments; /* "grid" (default; NULL) */
+    const char *segments; /* "grid" (default; NULL) or "slic" (per sample, below) */
     float kernel_width;   /* lime: width of the exponential kernel on the cosine distance
                              (default 0.25) */
+    /* "slic" segments: 3-D SLIC supervoxels of each sample, as scikit-image's slic makes them
+     * with REVEX's settings (time distances weighted 0.2; CIE Lab colour of the clip with the
+     * model's stx.mean/stx.std undone; docs/perturbation.md). Kernel SHAP and LIME refuse a
+     * sample that gets more than 4096. */
+    int n_segments;    /* about this many supervoxels, 1 to 4096 (default 200) */
+    float compactness; /* weight of space against colour distance, > 0 (default 20) */
+    /* aosa: occlusion tubes that follow the motion (optical flow computed in C) */
+    int aosa_stride; /* spacing of the seed points in pixels (default 8) */
+    int aosa_crop;   /* side of the occluded square in pixels (default 16) */
+    int aosa_stack;  /* AOSA's N_stack_mask: 1 = single tubes; k > 1 = each tube joined with the
+                        k tubes of most similar trajectory (k + 1 per mask); default 3 (AOSA) */
+    /* extremal: spatio-temporal extremal perturbation (preserve variant) */
+    int n_areas;             /* how many of areas[] are used (default 1) */
+    float areas[4];          /* target area fractions (default 0.1); the map sums the masks */
+    int steps;               /* optimiser steps per area (default 300) */
+    stx_precision precision; /* forwards of the perturbation methods: fp32 (default) or bf16 */
 } stx_explain_options;
 
 typedef struct stx_explainer stx_explainer;

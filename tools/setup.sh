@@ -8,13 +8,15 @@ set -eu
 # and so the zoo's training and the PyTorch side of the benchmarks, are several times slower.
 # FFmpeg's libraries decode and encode video, libpng/giflib write images; opencv-doc ships the
 # sample video (vtest.avi) the video tests decode, chromium loads the HTML report headless in the
-# tests, and matplotlib is the oracle for the colour maps.
+# tests, and matplotlib is the oracle for the colour maps; python3-opencv's Farneback optical
+# flow (AOSA's default) is the reference the flow tests compare stx's own flow with;
+# python3-skimage's slic is the oracle of the 3-D SLIC supervoxels (--segments slic).
 PACKAGES="build-essential cmake pkg-config clang-format
 libdnnl-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata
 python3 python3-numpy python3-pil python3-torch python3-torchvision python3-onnx
 libopenblas0-openmp
 libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libpng-dev libgif-dev
-opencv-doc chromium python3-matplotlib"
+opencv-doc chromium python3-matplotlib python3-opencv python3-skimage"
 
 missing=""
 for p in $PACKAGES; do

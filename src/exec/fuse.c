@@ -43,6 +43,7 @@ typedef struct fused_conv {
     dnnl_primitive_t bwd;
     dnnl_memory_t bwd_wei, bwd_dsrc, bwd_ddst, bwd_scratch;
     void *bwd_wbuf, *bwd_sbuf;
+    stx_conv_geometry geo;              /* for region runs (region.c) */
     stx_dnnl_reorder rdz, rdx, rdx_acc; /* dz -> diff_dst layout; diff_src -> dx (=, +=) */
 } fused_conv;
 
@@ -138,11 +139,20 @@ static int add_other(const stx_session *s, const stx_step *st, int v) {
 
 /* ---- layouts and scratch -------------------------------------------------------------------- */
 
-/* Memory descriptor of value v in its planned layout. */
+/* Memory descriptor of value v in its planned layout. In bf16 sessions the "blocked" values
+ * between fused convolutions are bfloat16, channels last (the layout oneDNN's AMX kernels read
+ * and write, so no conversion runs between layers). */
 static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
     const stx_tensor *t = &s->vals[v];
     int blk = s->blocked[v];
     if (!blk) return stx__dnnl_md_plain(md, t->dims, t->rank, dnnl_f32);
+    if (s->bf16) {
+        static const dnnl_format_tag_t cl[6] = {0, 0, 0, dnnl_acb, dnnl_acdb, dnnl_acdeb};
+        if (t->rank < 3 || t->rank > 5) return dnnl_unimplemented;
+        dnnl_dims_t d;
+        for (int k = 0; k < t->rank; k++) d[k] = t->dims[k];
+        return dnnl_memory_desc_init_by_tag(md, t->rank, d, dnnl_bf16, cl[t->rank]);
+    }
     return stx__dnnl_md_blocked(md, t->dims, t->rank, blk);
 }
 
@@ -340,13 +350,26 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
     stx_dnnl_reorder wr = {0};
     STX_DNNL_TRY(&fail, "source descriptor", value_md(s, ch->x, &f->xval_md));
     STX_DNNL_TRY(&fail, "destination descriptor", value_md(s, ch->out, &f->yval_md));
-    if (s->blocked[ch->x])
+    /* bf16 sessions: a convolution inside a chain of fused ones (reading and writing the
+     * bfloat16 activations between them) runs in bfloat16 with fp32 accumulation, bias and
+     * residual. The first one (reading the pixels, fp32) and the last one (writing an fp32
+     * value for other ops) stay fp32: rounding every input voxel, or the head's output, to 8
+     * significant bits is most of bfloat16's error on the maps, and those layers are a few
+     * percent of the work. */
+    dnnl_data_type_t cdt =
+        s->bf16 && s->blocked[ch->x] && s->blocked[ch->out] ? dnnl_bf16 : dnnl_f32;
+    if (s->blocked[ch->x] && (cdt == dnnl_bf16 || !s->bf16))
         src_md = f->xval_md;
     else
-        STX_DNNL_TRY(&fail, "source descriptor",
-                     stx__dnnl_md_any(&src_md, X->dims, X->rank, dnnl_f32));
-    STX_DNNL_TRY(&fail, "destination descriptor",
-                 stx__dnnl_md_blocked(&dst_md, Y->dims, Y->rank, s->block));
+        STX_DNNL_TRY(&fail, "source descriptor", stx__dnnl_md_any(&src_md, X->dims, X->rank, cdt));
+    if (!s->bf16)
+        STX_DNNL_TRY(&fail, "destination descriptor",
+                     stx__dnnl_md_blocked(&dst_md, Y->dims, Y->rank, s->block));
+    else if (s->blocked[ch->out] && cdt == dnnl_bf16)
+        dst_md = f->yval_md;
+    else /* fp32 in the primitive's layout, converted to the value's (bf16 or plain) */
+        STX_DNNL_TRY(&fail, "destination descriptor",
+                     stx__dnnl_md_any(&dst_md, Y->dims, Y->rank, dnnl_f32));
     {
         dnnl_dims_t wd;
         int wr_rank;
@@ -360,9 +383,8 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
             for (int k = 0; k < W->rank; k++) wd[k] = W->dims[k];
             wr_rank = W->rank;
         }
-        STX_DNNL_TRY(
-            &fail, "weights descriptor",
-            dnnl_memory_desc_init_by_tag(&wei_md, wr_rank, wd, dnnl_f32, dnnl_format_tag_any));
+        STX_DNNL_TRY(&fail, "weights descriptor",
+                     dnnl_memory_desc_init_by_tag(&wei_md, wr_rank, wd, cdt, dnnl_format_tag_any));
         int64_t wdims[STX_MAX_RANK];
         for (int k = 0; k < wr_rank; k++) wdims[k] = wd[k];
         STX_DNNL_TRY(&fail, "weights descriptor",
@@ -394,6 +416,15 @@ static stx_status build_fused_conv(stx_session *s, const chain *ch, stx_step *st
     STX_DNNL_TRY(&fail, "convolution primitive", dnnl_primitive_create(&f->prim, pd));
     STX_DNNL_TRY(&fail, "stream", stx__dnnl_stream_create(&f->stream));
     f->fwd_desc = cd;
+    f->geo.nd = nd;
+    f->geo.has_res = ch->res >= 0;
+    for (int k = 0; k < nd; k++) {
+        f->geo.k[k] = W->dims[2 + k];
+        f->geo.s[k] = strides[k];
+        f->geo.d[k] = dil[k] + 1;
+        f->geo.p[k] = pl[k];
+    }
+    f->geo.group = group;
     f->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     f->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     f->fwd_desc.src_desc = f->src_md;
@@ -454,6 +485,162 @@ done:
     return status;
 }
 
+/* ---- the same convolution on crops (region runs, region.c) ------------------------------- */
+
+bool stx__fused_conv_geometry(const stx_step *st, stx_conv_geometry *g) {
+    if (st->run != fused_conv_run) return false;
+    *g = ((const fused_conv *)st->state)->geo;
+    return true;
+}
+
+typedef struct conv_crop {
+    stx_context *ctx;
+    dnnl_primitive_t prim;
+    dnnl_stream_t stream;
+    dnnl_memory_t src, wei, bias, dst, src1, scratch;
+    void *wbuf, *sbuf; /* owned: weights reordered for this primitive (or NULL), scratchpad */
+    int has_src1;
+} conv_crop;
+
+void stx__fused_conv_crop_free(void *p) {
+    conv_crop *k = p;
+    if (!k) return;
+    if (k->prim) dnnl_primitive_destroy(k->prim);
+    if (k->stream) dnnl_stream_destroy(k->stream);
+    dnnl_memory_t mems[] = {k->src, k->wei, k->bias, k->dst, k->src1, k->scratch};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    stx__free(k->ctx, k->wbuf);
+    stx__free(k->ctx, k->sbuf);
+    stx__free(k->ctx, k);
+}
+
+/* Descriptor of value v's layout with other dimensions (a crop of it). */
+static dnnl_status_t crop_md(const stx_session *s, int v, const int64_t *dims,
+                             dnnl_memory_desc_t *md) {
+    const stx_tensor *t = &s->vals[v];
+    if (!s->blocked[v]) return stx__dnnl_md_plain(md, dims, t->rank, dnnl_f32);
+    return stx__dnnl_md_blocked(md, dims, t->rank, s->blocked[v]);
+}
+
+stx_status stx__fused_conv_crop_create(stx_session *s, const stx_step *st, const int64_t *src_dims,
+                                       const int64_t *dst_dims, void **out) {
+    *out = NULL;
+    if (st->run != fused_conv_run || s->bf16) return STX_E_UNSUPPORTED;
+    const fused_conv *f = st->state;
+    int nd = f->geo.nd;
+    stx_dnnl_fail fail = {dnnl_success, NULL};
+    stx_status status = STX_OK;
+    dnnl_memory_desc_t src_md, dst_md, bias_md, wany;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    stx_dnnl_reorder wr = {0};
+    conv_crop *k = stx__calloc(s->ctx, 1, sizeof *k);
+    if (!k) return stx__errf(&s->err, STX_E_NOMEM, "out of memory");
+    k->ctx = s->ctx;
+    k->has_src1 = f->has_src1;
+    dnnl_dims_t strides, dil, pad0;
+    for (int a = 0; a < nd; a++) {
+        strides[a] = f->geo.s[a];
+        dil[a] = f->geo.d[a] - 1;
+        pad0[a] = 0;
+    }
+    int64_t bd[1] = {f->wei_md.dims[0] * (f->geo.group > 1 ? f->wei_md.dims[1] : 1)};
+    STX_DNNL_TRY(&fail, "crop source", crop_md(s, st->vin[0], src_dims, &src_md));
+    STX_DNNL_TRY(&fail, "crop destination", crop_md(s, st->vout[0], dst_dims, &dst_md));
+    STX_DNNL_TRY(&fail, "bias descriptor", stx__dnnl_md_plain(&bias_md, bd, 1, dnnl_f32));
+    STX_DNNL_TRY(&fail, "attributes", dnnl_primitive_attr_create(&attr));
+    STX_DNNL_TRY(&fail, "scratchpad mode",
+                 dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    STX_DNNL_TRY(&fail, "post-ops", dnnl_post_ops_create(&po));
+    if (f->has_src1)
+        STX_DNNL_TRY(&fail, "binary post-op",
+                     dnnl_post_ops_append_binary(po, dnnl_binary_add, &dst_md));
+    if (f->has_relu)
+        STX_DNNL_TRY(&fail, "eltwise post-op",
+                     dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+    STX_DNNL_TRY(&fail, "post-ops", dnnl_primitive_attr_set_post_ops(attr, po));
+    /* the full primitive's weights layout first (no copy); else whatever this one prefers */
+    for (int pass = 0; pass < 2 && !pd; pass++) {
+        wany = f->wei_md;
+        if (pass) wany.format_kind = dnnl_format_kind_any;
+        STX_DNNL_TRY(&fail, "crop convolution descriptor",
+                     dnnl_dilated_convolution_forward_desc_init(
+                         &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wany,
+                         &bias_md, &dst_md, strides, dil, pad0, pad0));
+        dnnl_status_t ds = dnnl_primitive_desc_create(&pd, &cd, attr, stx__dnnl_engine(), NULL);
+        if (ds != dnnl_success) {
+            pd = NULL;
+            if (pass) STX_DNNL_TRY(&fail, "crop convolution primitive descriptor", ds);
+        }
+    }
+    STX_DNNL_TRY(&fail, "crop convolution primitive", dnnl_primitive_create(&k->prim, pd));
+    STX_DNNL_TRY(&fail, "stream", stx__dnnl_stream_create(&k->stream));
+    {
+        const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        const dnnl_memory_desc_t *sp =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        void *wdata = f->wbuf;
+        if (!dnnl_memory_desc_equal(w, &f->wei_md)) {
+            k->wbuf = stx__malloc(s->ctx, dnnl_memory_desc_get_size(w));
+            if (!k->wbuf) goto nomem;
+            STX_DNNL_TRY(&fail, "weights reorder", stx__dnnl_reorder_init(&wr, &f->wei_md, w));
+            STX_DNNL_TRY(&fail, "weights reorder",
+                         stx__dnnl_reorder_run(&wr, k->stream, f->wbuf, k->wbuf));
+            STX_DNNL_TRY(&fail, "weights reorder", dnnl_stream_wait(k->stream));
+            wdata = k->wbuf;
+        }
+        size_t ssz = sp ? dnnl_memory_desc_get_size(sp) : 0;
+        if (ssz && !(k->sbuf = stx__malloc(s->ctx, ssz))) goto nomem;
+        STX_DNNL_TRY(&fail, "weights memory", stx__dnnl_memory(&k->wei, w, wdata));
+        STX_DNNL_TRY(&fail, "bias memory", stx__dnnl_memory(&k->bias, &bias_md, f->bbuf));
+        if (ssz) STX_DNNL_TRY(&fail, "scratchpad", stx__dnnl_memory(&k->scratch, sp, k->sbuf));
+        STX_DNNL_TRY(&fail, "source memory", stx__dnnl_memory(&k->src, &src_md, NULL));
+        STX_DNNL_TRY(&fail, "destination memory", stx__dnnl_memory(&k->dst, &dst_md, NULL));
+        if (f->has_src1)
+            STX_DNNL_TRY(&fail, "residual memory", stx__dnnl_memory(&k->src1, &dst_md, NULL));
+    }
+    *out = k;
+    k = NULL;
+    goto done;
+nomem:
+    status = stx__errf(&s->err, STX_E_NOMEM, "out of memory for a crop convolution");
+    goto done;
+dnnl_fail:
+    status = fail.status == dnnl_unimplemented
+                 ? STX_E_UNSUPPORTED
+                 : stx__errf(&s->err, STX_E_INTERNAL, "node '%s': oneDNN %s failed",
+                             st->c.node->name, fail.what);
+done:
+    stx__dnnl_reorder_free(&wr);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    stx__fused_conv_crop_free(k);
+    return status;
+}
+
+stx_status stx__fused_conv_crop_run(void *crop, const void *src, const void *res, void *dst) {
+    conv_crop *k = crop;
+    dnnl_memory_set_data_handle(k->src, (void *)src);
+    dnnl_memory_set_data_handle(k->dst, dst);
+    if (k->has_src1) dnnl_memory_set_data_handle(k->src1, (void *)res);
+    dnnl_exec_arg_t args[8];
+    int na = 0;
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, k->src};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, k->wei};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, k->bias};
+    args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, k->dst};
+    if (k->scratch) args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, k->scratch};
+    if (k->has_src1)
+        args[na++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, k->src1};
+    dnnl_status_t ds = dnnl_primitive_execute(k->prim, k->stream, na, args);
+    if (ds == dnnl_success) ds = dnnl_stream_wait(k->stream);
+    return ds == dnnl_success ? STX_OK : STX_E_INTERNAL;
+}
+
 /* ---- GlobalAveragePool reading a blocked tensor ---------------------------------------------- */
 
 static stx_status gap_blocked_run(stx_step *st) {
@@ -464,6 +651,24 @@ static stx_status gap_blocked_run(stx_step *st) {
     for (int k = 2; k < x->rank; k++) S *= x->dims[k];
     const float *xp = x->data;
     float *yp = y->data;
+    if (st->sess->bf16) {
+        /* bfloat16, layout n, spatial, c: each channel summed in double, fixed order */
+        const uint16_t *xb = x->data;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t ch = 0; ch < C; ch++) {
+                double acc = 0;
+                const uint16_t *p = xb + n * S * C + ch;
+                for (int64_t i = 0; i < S; i++) {
+                    uint32_t bits = (uint32_t)p[i * C] << 16;
+                    float v;
+                    memcpy(&v, &bits, sizeof v);
+                    acc += v;
+                }
+                yp[n * C + ch] = (float)(acc / (double)S);
+            }
+        return STX_OK;
+    }
     int64_t CB = (C + blk - 1) / blk;
     /* layout n, cb, spatial, c-in-block: accumulate each block's lanes in double, fixed order */
 #pragma omp parallel for collapse(2) schedule(static)
@@ -821,6 +1026,7 @@ stx_status stx__fuse_plan(stx_session *s) {
                                    "node '%s': convolution could not be fused", st->c.node->name);
         } else if (is_op(st, "GlobalAveragePool") && s->blocked[st->vin[0]]) {
             st->run = gap_blocked_run;
+            st->sess = s;
             st->state = (void *)(intptr_t)s->blocked[st->vin[0]];
             st->release = NULL;
         }

@@ -4,6 +4,7 @@
  * evaluates at plan time every node whose inputs are all known (this folds the Shape/Gather/
  * Concat/Reshape sub-graphs exporters emit), prepares per-node state, and places every runtime
  * tensor in one arena by lifetime. stx_session_run then allocates nothing. */
+#include "../ops/dnnl_util.h"
 #include "session.h"
 
 #include <math.h>
@@ -247,6 +248,7 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
     s->nthreads = o.num_threads > 0 ? o.num_threads : ctx->num_threads;
     s->use_dnnl = o.use_dnnl;
     s->fuse = o.fuse;
+    s->bf16 = o.precision == STX_PRECISION_BF16;
     s->nv = g->n_values;
     s->n_inputs = g->n_inputs;
     stx_status st = STX_OK;
@@ -306,6 +308,20 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             s->rules[k] = o.rules[k];
         }
         s->n_rules = o.n_rules;
+    }
+    if ((unsigned)o.precision > STX_PRECISION_BF16) {
+        st = stx__errf(ce, STX_E_INVALID, "unknown precision %d", (int)o.precision);
+        goto fail;
+    }
+    if (s->bf16 && o.grad_wrt) {
+        st = stx__errf(ce, STX_E_INVALID, "precision bf16 is for forwards only (not grad_wrt)");
+        goto fail;
+    }
+    if (s->bf16 && (!s->use_dnnl || !stx__dnnl_has_bf16())) {
+        st = stx__errf(ce, STX_E_UNSUPPORTED,
+                       !s->use_dnnl ? "precision bf16 needs the oneDNN kernels (use_dnnl)"
+                                    : "precision bf16 needs a CPU with AVX-512 BF16 or AMX");
+        goto fail;
     }
     if (o.grad_wrt) {
         int n = 0;

@@ -41,6 +41,7 @@ struct stx_session {
     stx_err err;
     int nthreads;
     int use_dnnl, fuse;
+    bool bf16; /* convolutions and matrix products in bfloat16 (forward only) */
     int nv;
     stx_tensor *vals; /* per graph value: planned tensor (header + data pointer) */
     uint8_t *kind;    /* stx_value_kind per value */
@@ -71,6 +72,35 @@ struct stx_session {
     int n_inputs;
     int *inputs; /* value indices of the graph inputs */
 };
+
+/* Geometry of a fused convolution along its nd spatial axes (ONNX dilations, begin pads). */
+typedef struct stx_conv_geometry {
+    int nd, has_res;
+    int64_t group;
+    int64_t k[3], s[3], d[3], p[3];
+} stx_conv_geometry;
+/* fuse.c, for region runs: the geometry of a fused convolution step (false: not one); the same
+ * convolution (folded weights, post-ops) as a primitive on crops without padding, source and
+ * destination in the values' layouts with the given dimensions (STX_E_UNSUPPORTED when oneDNN
+ * has no kernel for it, or in bf16 sessions). */
+bool stx__fused_conv_geometry(const stx_step *st, stx_conv_geometry *g);
+stx_status stx__fused_conv_crop_create(stx_session *s, const stx_step *st, const int64_t *src_dims,
+                                       const int64_t *dst_dims, void **out);
+stx_status stx__fused_conv_crop_run(void *crop, const void *src, const void *res, void *dst);
+void stx__fused_conv_crop_free(void *crop);
+
+/* Region runs (region.c): a session of batch B whose rows differ from one clean sample only
+ * inside boxes of the input (N, C, T, H, W), e.g. occlusion windows. boxes: n_boxes x (t0, t1,
+ * h0, h1, w0, w1). STX_E_UNSUPPORTED when no step can be computed on crops (the caller then
+ * runs the session as usual). stx__region_clean takes the clean sample (one row) and must run
+ * before the first batch of every sample; stx__region_run then runs a batch xb whose row j is
+ * the clean sample changed inside box win[j] (-1: row j is the clean sample); outputs as
+ * stx_session_run's. */
+typedef struct stx_region stx_region;
+stx_status stx__region_create(stx_session *s, const int64_t *boxes, int n_boxes, stx_region **out);
+stx_status stx__region_clean(stx_region *r, const float *x);
+stx_status stx__region_run(stx_region *r, const stx_tensor *xb, const int *win);
+void stx__region_free(stx_region *r);
 
 /* oneDNN fusion pass (fuse.c): rewrites s->steps before memory planning. */
 stx_status stx__fuse_plan(stx_session *s);

@@ -30,7 +30,9 @@ enum {
     M_KERNELSHAP,
     M_LIME,
     M_LOCO,
-    M_UP
+    M_UP,
+    M_AOSA,
+    M_EXTREMAL
 };
 
 static const char *const method_names[] = {"cam",
@@ -54,6 +56,8 @@ static const char *const method_names[] = {"cam",
                                            "lime",
                                            "loco",
                                            "up",
+                                           "aosa",
+                                           "extremal",
                                            NULL};
 
 const char *const *stx_explain_methods(void) {
@@ -66,6 +70,10 @@ static bool uses_grad(int m) {
 /* Perturbation methods: no layer, maps at the input's resolution (perturb.c). */
 static bool layer_free(int m) {
     return m >= M_OCCLUSION;
+}
+/* Segment-level methods (segments.c): kernelshap, lime, loco, up. */
+static bool segment_method(int m) {
+    return m >= M_KERNELSHAP && m <= M_UP;
 }
 static bool score_family(int m) {
     return m == M_SCORECAM || m == M_SSCAM || m == M_ISCAM;
@@ -106,6 +114,8 @@ struct stx_explainer {
     int out_index;
     const char *out_name;
     stx_session *main, *pert, *tail;
+    stx_region *region; /* occlusion: crops of the first layers (src/exec/region.c), or NULL */
+    int *rwin;
     int B;
     stx_tensor *map, *out_copy, *xb, *xnoisy;
     int64_t *targets, *frames;
@@ -114,10 +124,19 @@ struct stx_explainer {
     int win[3], str[3], cells[3];
     float *base, *bclip;
     int32_t *seg; /* segment-level methods: the segment of every voxel, K segments */
-    int64_t K, seg_rows;
+    int64_t K;
+    int64_t prows;   /* perturbation methods: forwards per sample (masks, windows, coalitions) */
+    int seg_samples; /* segment-level methods: the coalition budget */
+    /* slic segments: the plan, every sample's supervoxels (seg holds N clips) and their number,
+     * and the un-normalisation x * std + mean of the clip SLIC sees (from the model's facts) */
+    bool use_slic, slic_norm;
+    stx_slic slic;
+    int64_t *Kn;
+    double slic_scale[3], slic_shift[3];
     uint8_t *Z;
     double *pscores; /* perturbation scratch (stx_perturb.scores, .idx) */
     int64_t *pidx;
+    stx_extremal *ext; /* extremal: the optimisation's plan (extremal.c) */
 };
 
 stx_explain_options stx_explain_options_default(void) {
@@ -132,6 +151,15 @@ stx_explain_options stx_explain_options_default(void) {
     for (int a = 0; a < 3; a++) o.window[a] = o.stride[a] = -1;
     o.p = 0.5f;
     o.kernel_width = 0.25f;
+    o.n_segments = 200;
+    o.compactness = 20.0f;
+    o.aosa_stride = 8;
+    o.aosa_crop = 16;
+    o.aosa_stack = 3;
+    o.n_areas = 1;
+    o.areas[0] = 0.1f;
+    o.steps = 300;
+    o.precision = STX_PRECISION_FP32;
     return o;
 }
 
@@ -244,6 +272,8 @@ static const char *module_of(const stx_model *m, const char *tensor) {
 void stx_explainer_free(stx_explainer *e) {
     if (!e) return;
     stx_context *c = e->ctx;
+    stx__region_free(e->region); /* before its session */
+    stx__free(c, e->rwin);
     stx_session_free(e->main);
     stx_session_free(e->pert);
     stx_session_free(e->tail);
@@ -259,9 +289,12 @@ void stx_explainer_free(stx_explainer *e) {
     stx__free(c, e->base);
     stx__free(c, e->bclip);
     stx__free(c, e->seg);
+    stx__slic_free(c, &e->slic);
+    stx__free(c, e->Kn);
     stx__free(c, e->Z);
     stx__free(c, e->pscores);
     stx__free(c, e->pidx);
+    stx__extremal_free(e->ext);
     stx__free(c, e->layer);
     stx__free(c, e);
 }
@@ -273,6 +306,57 @@ static double *dalloc(stx_explainer *e, int64_t n) {
 /* The default occlusion cuboid along an axis of D: ceil(D / parts). */
 static int part(int64_t D, int parts) {
     return (int)((D + parts - 1) / parts);
+}
+
+/* Plans the extremal method: the clean session (targets) and the optimisation's plan, whose
+ * reverse-mode session runs the n_areas masks of a sample together. */
+static stx_status create_extremal(stx_explainer *e) {
+    stx_explain_options *o = &e->o;
+    stx_err *ce = &e->ctx->err;
+    if (o->n_areas < 1 || o->n_areas > STX_EXTREMAL_MAX_AREAS)
+        return stx__errf(ce, STX_E_INVALID, "extremal: %d areas, expected 1 to %d", o->n_areas,
+                         STX_EXTREMAL_MAX_AREAS);
+    for (int a = 0; a < o->n_areas; a++)
+        if (!(o->areas[a] > 0 && o->areas[a] <= 1))
+            return stx__errf(ce, STX_E_INVALID,
+                             "extremal: area %g (areas[%d]) must be a fraction in (0, 1]",
+                             (double)o->areas[a], a);
+    if (o->steps < 1 || o->steps > 100000)
+        return stx__errf(ce, STX_E_INVALID, "extremal: steps %d out of range [1, 100000]",
+                         o->steps);
+    if (o->precision != STX_PRECISION_FP32)
+        return stx__errf(ce, STX_E_UNSUPPORTED,
+                         "extremal: precision bf16 is forward-only; the method needs gradients "
+                         "(fp32)");
+    stx_session_options so = stx_session_options_default();
+    so.num_threads = o->num_threads;
+    stx_status st = stx_session_create(e->m, &so, e->shape, e->rank, &e->main);
+    if (st) return st;
+    stx_extremal_spec sp = {.ctx = e->ctx,
+                            .shape = e->shape,
+                            .tax = e->tax,
+                            .out_index = e->out_index,
+                            .num_threads = o->num_threads,
+                            .n_areas = o->n_areas,
+                            .areas = o->areas,
+                            .steps = o->steps};
+    st = stx__extremal_create(e->m, &sp, &e->ext);
+    if (st) return st;
+    e->prows = (int64_t)o->steps * o->n_areas;
+    e->B = o->n_areas;
+    e->how = "none";
+    e->lv.K = 1;
+    e->lv.T = e->T;
+    e->lv.H = e->H;
+    e->lv.W = e->W;
+    e->up = dalloc(e, e->T * e->H * e->W);
+    e->targets = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
+    e->frames = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
+    int64_t ms[4] = {e->N, e->T, e->H, e->W};
+    e->map = stx__tensor_new(e->ctx, STX_DTYPE_FLOAT, ms, 4);
+    if (!e->up || !e->targets || !e->frames || !e->map)
+        return stx__errf(ce, STX_E_NOMEM, "out of memory for the extremal map");
+    return STX_OK;
 }
 
 /* Plans a perturbation method: the clean session, one for batches of B perturbed inputs, and the
@@ -310,6 +394,8 @@ static stx_status create_perturb(stx_explainer *e) {
     if (!(o->p > 0 && o->p <= 1))
         return stx__errf(ce, STX_E_INVALID, "p %g: the keep probability must be in (0, 1]",
                          (double)o->p);
+    if ((unsigned)o->precision > STX_PRECISION_BF16)
+        return stx__errf(ce, STX_E_INVALID, "unknown precision %d", (int)o->precision);
     if ((unsigned)o->baseline > STX_BASELINE_CLIP)
         return stx__errf(ce, STX_E_INVALID, "unknown baseline %d", (int)o->baseline);
     if (o->baseline == STX_BASELINE_CLIP) {
@@ -338,42 +424,92 @@ static stx_status create_perturb(stx_explainer *e) {
     }
     o->baseline_clip = NULL; /* not kept: copied */
     int64_t rows;
-    if (e->method >= M_KERNELSHAP) {
-        if (o->segments && strcmp(o->segments, "grid") != 0)
-            return stx__errf(ce, STX_E_UNSUPPORTED,
-                             "segments '%s': only 'grid' is supported (3-D SLIC is not yet)",
+    if (segment_method(e->method)) {
+        bool regression = e->method == M_KERNELSHAP || e->method == M_LIME;
+        e->use_slic = o->segments && strcmp(o->segments, "slic") == 0;
+        if (o->segments && !e->use_slic && strcmp(o->segments, "grid") != 0)
+            return stx__errf(ce, STX_E_INVALID, "segments '%s': expected 'grid' or 'slic'",
                              o->segments);
         if (!(o->kernel_width > 0 && isfinite(o->kernel_width)))
             return stx__errf(ce, STX_E_INVALID, "kernel width %g must be > 0",
                              (double)o->kernel_width);
-        e->K = (int64_t)e->cells[0] * e->cells[1] * e->cells[2];
-        if ((e->method == M_KERNELSHAP || e->method == M_LIME) && e->K > 4096)
-            return stx__errf(ce, STX_E_INVALID,
-                             "%s: %lld segments (cells %dx%dx%d): at most 4096 for a regression",
-                             method_names[e->method], (long long)e->K, e->cells[0], e->cells[1],
-                             e->cells[2]);
-        int samples = o->samples ? o->samples : 1000;
+        if (e->use_slic) {
+            stx_status sst = stx__slic_plan(e->ctx, e->T, e->H, e->W, e->C, o->n_segments,
+                                            (double)o->compactness, &e->slic, ce);
+            if (sst) return sst;
+            /* the clip as pixels: the model's normalisation undone (SLIC rescales to [0, 1]) */
+            stx_model_facts f;
+            stx_model_facts_get(e->m, &f); /* malformed keys are simply absent */
+            e->slic_norm = f.has_normalization && e->C == 3;
+            for (int c = 0; c < 3; c++) {
+                e->slic_scale[c] = (double)f.std[c];
+                e->slic_shift[c] = (double)f.mean[c];
+            }
+            /* buffers for the most supervoxels a clip can get; a regression refuses more than
+             * 4096 when a clip has them */
+            e->K = e->slic.kmax;
+            if (regression && e->K > 4096) e->K = 4096;
+            e->Kn = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
+            if (!e->Kn) return stx__errf(ce, STX_E_NOMEM, "out of memory");
+        } else {
+            e->K = (int64_t)e->cells[0] * e->cells[1] * e->cells[2];
+            if (regression && e->K > 4096)
+                return stx__errf(ce, STX_E_INVALID,
+                                 "%s: %lld segments (cells %dx%dx%d): at most 4096 for a "
+                                 "regression",
+                                 method_names[e->method], (long long)e->K, e->cells[0], e->cells[1],
+                                 e->cells[2]);
+        }
+        e->seg_samples = o->samples ? o->samples : 1000;
+        int samples = e->seg_samples;
         rows = stx__segment_rows(e->method - M_KERNELSHAP, e->K, samples);
         if (e->method == M_LIME && rows < 2)
             return stx__errf(ce, STX_E_INVALID, "lime needs at least 2 samples");
-        e->seg_rows = rows;
-        e->seg = stx__malloc(e->ctx, sizeof(int32_t) * (size_t)(e->T * e->H * e->W));
+        int64_t nseg = (e->use_slic ? e->N : 1) * e->T * e->H * e->W;
+        e->seg = stx__malloc(e->ctx, sizeof(int32_t) * (size_t)nseg);
         e->Z = stx__malloc(e->ctx, (size_t)(rows * e->K));
         e->scores = dalloc(e, rows);
-        e->work = dalloc(e, (e->K + 1) * (e->K + 1) + 3 * e->K + 3);
+        /* segment values, and for a regression its normal equations */
+        e->work = dalloc(e, regression ? (e->K + 1) * (e->K + 1) + 3 * e->K + 3 : e->K + 1);
         if (!e->seg || !e->Z || !e->scores || !e->work)
             return stx__errf(ce, STX_E_NOMEM, "out of memory for %lld coalitions of %lld segments",
                              (long long)rows, (long long)e->K);
-        stx__grid_segments(e->T, e->H, e->W, e->cells, e->seg);
+        if (!e->use_slic) stx__grid_segments(e->T, e->H, e->W, e->cells, e->seg);
     } else if (e->method == M_RISE) {
         rows = o->masks ? o->masks : 1000;
+    } else if (e->method == M_AOSA) {
+        if (o->aosa_stride < 1 || o->aosa_stride > 4096 || o->aosa_crop < 1 ||
+            o->aosa_crop > 4096 || o->aosa_stack < 1 || o->aosa_stack > 64)
+            return stx__errf(ce, STX_E_INVALID,
+                             "aosa stride %d, crop %d, stack %d: stride and crop must be in "
+                             "[1, 4096] pixels, stack in [1, 64]",
+                             o->aosa_stride, o->aosa_crop, o->aosa_stack);
+        rows = stx__aosa_rows(e->H, e->W, o->aosa_stride);
+        if (rows == 0)
+            return stx__errf(ce, STX_E_INVALID,
+                             "aosa stride %d leaves no seed point in a %lldx%lld frame (the first "
+                             "seed is at stride / 2)",
+                             o->aosa_stride, (long long)e->H, (long long)e->W);
+        if (o->aosa_stack > 1 && o->aosa_stack > rows - 1)
+            return stx__errf(ce, STX_E_INVALID,
+                             "aosa stack %d: a tube joins its %d most similar, but stride %d "
+                             "gives %lld seed point(s) in a %lldx%lld frame (stack 1: single "
+                             "tubes)",
+                             o->aosa_stack, o->aosa_stack, o->aosa_stride, (long long)rows,
+                             (long long)e->H, (long long)e->W);
+    } else if (e->method == M_EXTREMAL) {
+        return create_extremal(e);
     } else {
         stx_perturb pp = {.T = e->T, .H = e->H, .W = e->W};
         rows = stx__occlusion_rows(&pp, e->win, e->str);
     }
+    e->prows = rows;
     e->B = (int)(o->batch < rows ? o->batch : rows);
+    /* the clean forward in the same precision as the perturbed ones: score differences then
+     * compare like with like */
     stx_session_options so = stx_session_options_default();
     so.num_threads = o->num_threads;
+    so.precision = o->precision;
     stx_status st = stx_session_create(e->m, &so, e->shape, e->rank, &e->main);
     if (st) return st;
     int64_t bshape[STX_MAX_RANK];
@@ -393,18 +529,43 @@ static stx_status create_perturb(stx_explainer *e) {
     e->row = dalloc(e, THW);
     e->tmp = dalloc(e, e->T + e->H + e->W);
     if (e->method == M_RISE) e->work = dalloc(e, (int64_t)e->B * THW + G + e->T + e->H + e->W);
+    if (e->method == M_AOSA) {
+        stx_perturb pa = {.T = e->T, .C = e->C, .H = e->H, .W = e->W, .B = e->B};
+        e->work = dalloc(e, stx__aosa_work(&pa, o->aosa_stride, o->aosa_stack));
+    }
     e->base = stx__malloc(e->ctx, sizeof(float) * (size_t)e->sample_numel);
     e->targets = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
     e->frames = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
     int64_t ms[4] = {e->N, e->T, e->H, e->W};
     e->map = stx__tensor_new(e->ctx, STX_DTYPE_FLOAT, ms, 4);
-    if (!e->xb || !e->up || !e->row || !e->tmp || (e->method == M_RISE && !e->work) || !e->base ||
-        !e->targets || !e->frames || !e->map)
+    if (!e->xb || !e->up || !e->row || !e->tmp ||
+        ((e->method == M_RISE || e->method == M_AOSA) && !e->work) || !e->base || !e->targets ||
+        !e->frames || !e->map)
         return stx__errf(ce, STX_E_NOMEM, "out of memory for a batch of %d perturbed inputs", e->B);
     int64_t ni = 6 * (int64_t)e->B > e->T + e->H + e->W ? 6 * (int64_t)e->B : e->T + e->H + e->W;
     e->pscores = dalloc(e, e->B);
     e->pidx = stx__malloc(e->ctx, sizeof(int64_t) * (size_t)ni);
     if (!e->pscores || !e->pidx) return stx__errf(ce, STX_E_NOMEM, "out of memory");
+    if ((e->method == M_OCCLUSION || e->method == M_FRAME_OCC || e->method == M_SPATIAL_OCC) &&
+        e->tax == 2 && e->rank == 5 && o->precision == STX_PRECISION_FP32 && rows <= 1 << 20) {
+        /* windows change a small box of the first layers' activations: recompute only that */
+        stx_perturb pp = {.T = e->T, .H = e->H, .W = e->W};
+        int64_t *boxes = stx__malloc(e->ctx, sizeof(int64_t) * 6 * (size_t)rows);
+        e->rwin = stx__malloc(e->ctx, sizeof(int) * (size_t)e->B);
+        if (!boxes || !e->rwin) {
+            stx__free(e->ctx, boxes);
+            return stx__errf(ce, STX_E_NOMEM, "out of memory");
+        }
+        stx__occlusion_boxes(&pp, e->win, e->str, boxes);
+        st = stx__region_create(e->pert, boxes, (int)rows, &e->region);
+        stx__free(e->ctx, boxes);
+        if (st == STX_E_UNSUPPORTED)
+            st = STX_OK; /* nothing to reuse: whole forwards */
+        else if (st)
+            return stx__errf(ce, st, "occlusion: %s",
+                             st == STX_E_NOMEM ? "out of memory for the reused activations"
+                                               : stx_session_last_error(e->pert));
+    }
     return STX_OK;
 }
 
@@ -865,10 +1026,33 @@ static stx_status ablation_scores(stx_explainer *e, const float *act, int64_t n,
     return STX_OK;
 }
 
+/* Extremal perturbation: per sample, the optimised masks summed over the areas. */
+static stx_status run_extremal(stx_explainer *e, const stx_tensor *input, stx_tensor **map) {
+    int64_t THW = e->T * e->H * e->W, done = 0;
+    stx_extremal_progress pg = {e->o.progress, e->o.progress_user, &done, e->prows * e->N};
+    float *out = e->map->data;
+    for (int64_t n = 0; n < e->N; n++) {
+        const float *xs = (const float *)input->data + n * e->sample_numel;
+        stx_status st =
+            stx__extremal_run(e->ext, xs, e->targets[n], e->frames[n], &pg, &e->err, e->up);
+        if (st) return st;
+        for (int64_t u = 0; u < THW; u++) {
+            if (!isfinite(e->up[u]))
+                return stx__errf(&e->err, STX_E_NUMERIC,
+                                 "the extremal map of sample %lld has a non-finite value at %lld",
+                                 (long long)n, (long long)u);
+            out[n * THW + u] = (float)e->up[u];
+        }
+    }
+    *map = e->map;
+    return STX_OK;
+}
+
 /* Perturbation methods: per sample, its baseline and the method's map at the input's size. */
 static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_tensor **map) {
+    if (e->method == M_EXTREMAL) return run_extremal(e, input, map);
     int64_t THW = e->T * e->H * e->W, done = 0;
-    int64_t rows = e->method == M_RISE ? (e->o.masks ? e->o.masks : 1000) : e->seg_rows;
+    const int64_t rows = e->prows;
     stx_perturb p = {.sess = e->pert,
                      .xb = e->xb,
                      .B = e->B,
@@ -887,27 +1071,50 @@ static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_ten
                      .done = &done,
                      .err = &e->err,
                      .scores = e->pscores,
-                     .idx = e->pidx};
-    if (!rows) rows = stx__occlusion_rows(&p, e->win, e->str);
+                     .idx = e->pidx,
+                     .region = e->region,
+                     .win = e->rwin};
     p.total = rows * e->N;
-    stx_rng rng;
-    stx__rng_seed(&rng, e->o.seed);
     float *out = e->map->data;
     const float *x = input->data;
+    if (e->use_slic) { /* every sample's supervoxels first: their numbers set the forwards */
+        const int64_t HW = e->H * e->W;
+        const int64_t cs = e->tax == 2 ? e->T * HW : HW, ts = e->tax == 2 ? HW : e->C * HW;
+        p.total = 0;
+        for (int64_t n = 0; n < e->N; n++) {
+            int64_t K =
+                stx__slic(&e->slic, x + n * e->sample_numel, cs, ts,
+                          e->slic_norm ? e->slic_scale : NULL, e->slic_shift, e->seg + n * THW);
+            if (K > e->K)
+                return stx__errf(&e->err, STX_E_INVALID,
+                                 "%s: slic made %lld supervoxels of sample %lld (n_segments "
+                                 "%d): at most 4096 for a regression",
+                                 method_names[e->method], (long long)K, (long long)n,
+                                 e->o.n_segments);
+            e->Kn[n] = K;
+            p.total += stx__segment_rows(e->method - M_KERNELSHAP, K, e->seg_samples);
+        }
+    }
+    stx_rng rng;
+    stx__rng_seed(&rng, e->o.seed);
     for (int64_t n = 0; n < e->N; n++) {
         const float *xs = x + n * e->sample_numel;
         p.target = e->targets[n];
         p.frame = e->frames[n];
         stx_status st = stx__perturb_baseline(&p, xs, e->base, e->tmp, &rng);
         if (st) return st;
-        if (e->method >= M_KERNELSHAP) {
-            double s0 = stx__score_of(e->out_copy, n, p.target, p.frame, e->o.score);
-            st = stx__segments(&p, e->method - M_KERNELSHAP, xs, e->base, e->seg, e->K,
-                               e->o.samples ? e->o.samples : 1000, (double)e->o.kernel_width, &rng,
-                               s0, e->Z, e->scores, e->work, e->up);
+        if (segment_method(e->method)) {
+            const int32_t *seg = e->use_slic ? e->seg + n * THW : e->seg;
+            st = stx__segments(&p, e->method - M_KERNELSHAP, xs, e->base, seg,
+                               e->use_slic ? e->Kn[n] : e->K, e->seg_samples,
+                               (double)e->o.kernel_width, &rng, e->Z, e->scores, e->work, e->up);
         } else if (e->method == M_RISE) {
             st = stx__rise(&p, xs, e->base, (int)rows, e->cells, (double)e->o.p, &rng, e->up,
                            e->work);
+        } else if (e->method == M_AOSA) {
+            double s0 = stx__score_of(e->out_copy, n, p.target, p.frame, e->o.score);
+            st = stx__aosa(&p, xs, e->base, e->o.aosa_stride, e->o.aosa_crop, e->o.aosa_stack, s0,
+                           e->up, e->work);
         } else {
             double s0 = stx__score_of(e->out_copy, n, p.target, p.frame, e->o.score);
             st = stx__occlusion(&p, xs, e->base, e->win, e->str, s0, e->up, e->row);

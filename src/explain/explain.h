@@ -73,8 +73,16 @@ typedef struct stx_perturb {
     /* scratch owned by the caller: B scores, and max(6 B, T + H + W) indices */
     double *scores;
     int64_t *idx;
+    /* occlusion: a region plan of sess reusing the clean activations outside the windows
+     * (src/exec/region.c), or NULL; win: B window indices of scratch */
+    struct stx_region *region;
+    int *win;
 } stx_perturb;
 
+/* Offset of the (channel c, frame t) plane in one sample (layout NCTHW or NTCHW). */
+int64_t stx__perturb_plane(const stx_perturb *p, int64_t c, int64_t t);
+/* Fills the batch rows from nb on with the clean sample x (their scores are ignored). */
+void stx__perturb_pad(stx_perturb *p, const float *x, int64_t nb);
 /* Runs the batch p->xb (rows 0..nb-1 filled, the rest padding) and returns the rows' scores;
  * counts them as done and calls the progress callback. */
 stx_status stx__perturb_run(stx_perturb *p, int64_t nb, double *scores);
@@ -83,12 +91,29 @@ stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *ba
                                  stx_rng *rng);
 /* Number of occlusion windows (window 0: the whole axis; stride 0: the window). */
 int64_t stx__occlusion_rows(const stx_perturb *p, const int win[3], const int str[3]);
+/* The windows' boxes (rows x (t0, t1, h0, h1, w0, w1)), in the order occlusion runs them. */
+void stx__occlusion_boxes(const stx_perturb *p, const int win[3], const int str[3], int64_t *boxes);
 /* Occlusion map (T*H*W) of sample x with its clean score s0; count: T*H*W doubles of scratch. */
 stx_status stx__occlusion(stx_perturb *p, const float *x, const float *base, const int win[3],
                           const int str[3], double s0, double *map, double *count);
 /* RISE map; work holds B*T*H*W + (c_t+1)(c_h+1)(c_w+1) + T + H + W doubles. */
 stx_status stx__rise(stx_perturb *p, const float *x, const float *base, int masks,
                      const int cells[3], double prob, stx_rng *rng, double *map, double *work);
+
+/* ---- AOSA (aosa.c) ---------------------------------------------------------------------- */
+
+/* Seed points (rows: one masked forward each) of an H x W frame at spacing stride. */
+int64_t stx__aosa_rows(int64_t H, int64_t W, int stride);
+/* Doubles of workspace stx__aosa needs (p: T, C, H, W and B set). */
+int64_t stx__aosa_work(const stx_perturb *p, int stride, int stack);
+/* The grey frames (T x H x W: the mean over channels of sample x) and their optical flows
+ * ((T - 1) x H x W x 2) exactly as stx__aosa computes them; fwork: stx__flow_work() floats for
+ * the default stx_flow_params (src/video/flow.h). */
+void stx__aosa_flows(const stx_perturb *p, const float *x, float *grey, float *flow, float *fwork);
+/* AOSA map (T*H*W) of sample x with clean score s0: crop x crop squares following the flow from
+ * seeds every `stride` px, each joined with its `stack` most similar tubes when stack > 1. */
+stx_status stx__aosa(stx_perturb *p, const float *x, const float *base, int stride, int crop,
+                     int stack, double s0, double *map, double *work);
 
 /* ---- segment-level methods (segments.c) ------------------------------------------------- */
 
@@ -101,6 +126,67 @@ int64_t stx__segment_rows(int method, int64_t K, int samples);
  * (K + 1)^2 + 3K + 3 doubles. */
 stx_status stx__segments(stx_perturb *p, int method, const float *x, const float *base,
                          const int32_t *seg, int64_t K, int samples, double width, stx_rng *rng,
-                         double s_full, uint8_t *Z, double *scores, double *work, double *map);
+                         uint8_t *Z, double *scores, double *work, double *map);
+
+/* ---- 3-D SLIC supervoxels (slic.c) ----------------------------------------------------- */
+
+/* The plan of SLIC on T x H x W clips of C channels: the seed grid, the sizes and the scratch
+ * (allocated once by stx__slic_plan, freed by stx__slic_free). */
+typedef struct stx_slic {
+    int64_t T, H, W, C, nf;     /* nf colour features: 3 (Lab) when C == 3, else C */
+    int64_t nc;                 /* seeds */
+    int64_t start[3], step[3];  /* seed grid along t, y, x */
+    int64_t wstep[3];           /* search windows reach 2 wstep along each axis */
+    double spatial_weight;      /* 1 / S^2, S the largest seed step */
+    double ratio;               /* 1 / compactness */
+    double spacing[3];          /* 0.2, 1, 1 */
+    int64_t min_size, max_size; /* connectivity */
+    int64_t kmax;               /* at most this many supervoxels */
+    double *feat, *dist, *cent; /* THW * nf, THW, nc * (3 + nf) */
+    int64_t *count;             /* nc */
+    int32_t *near, *queue;      /* THW, min(max_size, THW) */
+} stx_slic;
+
+/* Checks n_segments (1 .. 4096) and compactness (> 0) and allocates the scratch. */
+stx_status stx__slic_plan(stx_context *ctx, int64_t T, int64_t H, int64_t W, int64_t C,
+                          int n_segments, double compactness, stx_slic *s, stx_err *err);
+void stx__slic_free(stx_context *ctx, stx_slic *s);
+/* The supervoxels of one clip into seg (T*H*W labels 0 .. K-1); returns K (<= kmax). Channel c of
+ * frame t is the H x W plane at x + c*cs + t*ts; its values are un-normalised as
+ * x * scale[c] + shift[c] (scale NULL: as they are). Allocates nothing. */
+int64_t stx__slic(stx_slic *s, const float *x, int64_t cs, int64_t ts, const double *scale,
+                  const double *shift, int32_t *seg);
+
+/* ---- extremal perturbation (extremal.c) ------------------------------------------------- */
+
+#define STX_EXTREMAL_MAX_AREAS 4
+
+/* The plan of the extremal method: a reverse-mode session for n_areas perturbed clips, the
+ * mask parameters and every buffer the optimisation needs. */
+typedef struct stx_extremal stx_extremal;
+
+typedef struct stx_extremal_spec {
+    stx_context *ctx;
+    const int64_t *shape; /* the input's 5 axes (the batch axis is replaced by n_areas) */
+    int tax;              /* time axis: 2 (NCTHW) or 1 (NTCHW) */
+    int out_index, num_threads;
+    int n_areas; /* 1 .. STX_EXTREMAL_MAX_AREAS, areas in (0, 1], steps >= 1 (checked by caller) */
+    const float *areas;
+    int steps;
+} stx_extremal_spec;
+
+typedef struct stx_extremal_progress {
+    int (*fn)(void *, int64_t, int64_t); /* after every step (n_areas forwards); NULL: none */
+    void *user;
+    int64_t *done, total;
+} stx_extremal_progress;
+
+/* Plans the method (errors on the context). */
+stx_status stx__extremal_create(stx_model *m, const stx_extremal_spec *sp, stx_extremal **out);
+void stx__extremal_free(stx_extremal *x);
+/* The map (T*H*W: the masks of the areas summed) of one sample clip for class target at frame
+ * (-1: every frame of a per-frame output). Allocates nothing. */
+stx_status stx__extremal_run(stx_extremal *x, const float *clip, int64_t target, int64_t frame,
+                             const stx_extremal_progress *pg, stx_err *err, double *map);
 
 #endif

@@ -32,8 +32,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Element (c, t) plane offset of a sample laid out NCTHW (tax 2) or NTCHW (tax 1). */
-static int64_t plane_off(const stx_perturb *p, int64_t c, int64_t t) {
+int64_t stx__perturb_plane(const stx_perturb *p, int64_t c, int64_t t) {
     int64_t HW = p->H * p->W;
     return p->tax == 2 ? (c * p->T + t) * HW : (t * p->C + c) * HW;
 }
@@ -75,7 +74,7 @@ stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *ba
         for (int64_t c = 0; c < C; c++) {
             double sum = 0, lo = INFINITY, hi = -INFINITY;
             for (int64_t t = 0; t < T; t++) {
-                const float *pl = x + plane_off(p, c, t);
+                const float *pl = x + stx__perturb_plane(p, c, t);
                 for (int64_t i = 0; i < HW; i++) {
                     sum += pl[i];
                     lo = fmin(lo, pl[i]);
@@ -83,7 +82,7 @@ stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *ba
                 }
             }
             for (int64_t t = 0; t < T; t++) {
-                float *pl = base + plane_off(p, c, t);
+                float *pl = base + stx__perturb_plane(p, c, t);
                 for (int64_t i = 0; i < HW; i++)
                     pl[i] = p->baseline == STX_BASELINE_MEAN
                                 ? (float)(sum / (double)(T * HW))
@@ -99,16 +98,16 @@ stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *ba
         memcpy(base, x, sizeof(float) * (size_t)p->sample_numel);
         for (int64_t c = 0; c < C; c++)
             for (int64_t t = 0; t < T; t++) {
-                float *pl = base + plane_off(p, c, t);
+                float *pl = base + stx__perturb_plane(p, c, t);
                 for (int64_t y = 0; y < H; y++) blur_line(pl + y * W, W, 1, ks, rs, tmp);
                 for (int64_t q = 0; q < W; q++) blur_line(pl + q, H, W, ks, rs, tmp);
             }
         if (p->baseline == STX_BASELINE_BLUR3D && T > 1) {
             /* along time: the stride between frames of one channel */
-            int64_t ts = plane_off(p, 0, 1) - plane_off(p, 0, 0);
+            int64_t ts = stx__perturb_plane(p, 0, 1) - stx__perturb_plane(p, 0, 0);
             for (int64_t c = 0; c < C; c++)
                 for (int64_t i = 0; i < HW; i++)
-                    blur_line(base + plane_off(p, c, 0) + i, T, ts, kt, rt, tmp);
+                    blur_line(base + stx__perturb_plane(p, c, 0) + i, T, ts, kt, rt, tmp);
         }
         return STX_OK;
     }
@@ -118,10 +117,10 @@ stx_status stx__perturb_baseline(const stx_perturb *p, const float *x, float *ba
 }
 
 stx_status stx__perturb_run(stx_perturb *p, int64_t nb, double *scores) {
-    stx_tensor *y;
-    stx_status st = stx_session_run(p->sess, p->xb, &y);
+    stx_status st = p->region ? stx__region_run(p->region, p->xb, p->win)
+                              : stx_session_run(p->sess, p->xb, NULL);
     if (st) return stx__errf(p->err, st, "%s", stx_session_last_error(p->sess));
-    y = stx_session_output(p->sess, p->out_index);
+    const stx_tensor *y = stx_session_output(p->sess, p->out_index);
     for (int64_t j = 0; j < nb; j++) scores[j] = stx__score_of(y, j, p->target, p->frame, p->score);
     *p->done += nb;
     if (p->progress && p->progress(p->progress_user, *p->done, p->total))
@@ -130,8 +129,7 @@ stx_status stx__perturb_run(stx_perturb *p, int64_t nb, double *scores) {
     return STX_OK;
 }
 
-/* Fills the rows past nb of the batch with the clean sample (their scores are ignored). */
-static void pad_rows(stx_perturb *p, const float *x, int64_t nb) {
+void stx__perturb_pad(stx_perturb *p, const float *x, int64_t nb) {
     float *xb = p->xb->data;
     for (int64_t j = nb; j < p->B; j++)
         memcpy(xb + j * p->sample_numel, x, sizeof(float) * (size_t)p->sample_numel);
@@ -153,40 +151,73 @@ int64_t stx__occlusion_rows(const stx_perturb *p, const int win[3], const int st
     return n;
 }
 
-stx_status stx__occlusion(stx_perturb *p, const float *x, const float *base, const int win[3],
-                          const int str[3], double s0, double *map, double *count) {
-    const int64_t D[3] = {p->T, p->H, p->W}, THW = p->T * p->H * p->W;
-    int64_t w[3], s[3], nw[3];
+/* Window sizes, strides and counts per axis of an occlusion. */
+static void occ_geometry(const stx_perturb *p, const int win[3], const int str[3], int64_t w[3],
+                         int64_t s[3], int64_t nw[3]) {
+    const int64_t D[3] = {p->T, p->H, p->W};
     for (int a = 0; a < 3; a++) {
         w[a] = win[a] > 0 && win[a] < D[a] ? win[a] : D[a];
         s[a] = str[a] > 0 ? str[a] : w[a];
         nw[a] = win_count(D[a], w[a], s[a]);
     }
+}
+
+/* Box [lo, hi) of window r along t, h, w. */
+static void occ_box(const stx_perturb *p, const int64_t w[3], const int64_t s[3],
+                    const int64_t nw[3], int64_t r, int64_t lo[3], int64_t hi[3]) {
+    const int64_t D[3] = {p->T, p->H, p->W};
+    int64_t k[3] = {r / (nw[1] * nw[2]), r / nw[2] % nw[1], r % nw[2]};
+    for (int a = 0; a < 3; a++) {
+        lo[a] = k[a] * s[a];
+        hi[a] = lo[a] + w[a] < D[a] ? lo[a] + w[a] : D[a];
+    }
+}
+
+void stx__occlusion_boxes(const stx_perturb *p, const int win[3], const int str[3],
+                          int64_t *boxes) {
+    int64_t w[3], s[3], nw[3], lo[3], hi[3];
+    occ_geometry(p, win, str, w, s, nw);
+    for (int64_t r = 0; r < nw[0] * nw[1] * nw[2]; r++) {
+        occ_box(p, w, s, nw, r, lo, hi);
+        for (int a = 0; a < 3; a++) {
+            boxes[6 * r + 2 * a] = lo[a];
+            boxes[6 * r + 2 * a + 1] = hi[a];
+        }
+    }
+}
+
+stx_status stx__occlusion(stx_perturb *p, const float *x, const float *base, const int win[3],
+                          const int str[3], double s0, double *map, double *count) {
+    const int64_t THW = p->T * p->H * p->W;
+    int64_t w[3], s[3], nw[3];
+    occ_geometry(p, win, str, w, s, nw);
     const int64_t rows = nw[0] * nw[1] * nw[2];
     memset(map, 0, sizeof(double) * (size_t)THW);
     memset(count, 0, sizeof(double) * (size_t)THW);
     float *xb = p->xb->data;
     double *scores = p->scores;
     int64_t(*lo)[3] = (int64_t(*)[3])p->idx, (*hi)[3] = lo + p->B;
+    if (p->region) {
+        stx_status st = stx__region_clean(p->region, x);
+        if (st) return stx__errf(p->err, st, "%s", stx_session_last_error(p->sess));
+    }
     for (int64_t r0 = 0; r0 < rows; r0 += p->B) {
         int64_t nb = rows - r0 < p->B ? rows - r0 : p->B;
         for (int64_t j = 0; j < nb; j++) {
-            int64_t r = r0 + j, k[3] = {r / (nw[1] * nw[2]), r / nw[2] % nw[1], r % nw[2]};
-            for (int a = 0; a < 3; a++) {
-                lo[j][a] = k[a] * s[a];
-                hi[j][a] = lo[j][a] + w[a] < D[a] ? lo[j][a] + w[a] : D[a];
-            }
+            occ_box(p, w, s, nw, r0 + j, lo[j], hi[j]);
             float *dst = xb + j * p->sample_numel;
             memcpy(dst, x, sizeof(float) * (size_t)p->sample_numel);
             for (int64_t c = 0; c < p->C; c++)
                 for (int64_t t = lo[j][0]; t < hi[j][0]; t++) {
-                    int64_t off = plane_off(p, c, t);
+                    int64_t off = stx__perturb_plane(p, c, t);
                     for (int64_t y = lo[j][1]; y < hi[j][1]; y++)
                         memcpy(dst + off + y * p->W + lo[j][2], base + off + y * p->W + lo[j][2],
                                sizeof(float) * (size_t)(hi[j][2] - lo[j][2]));
                 }
         }
-        pad_rows(p, x, nb);
+        stx__perturb_pad(p, x, nb);
+        if (p->region)
+            for (int64_t j = 0; j < p->B; j++) p->win[j] = j < nb ? (int)(r0 + j) : -1;
         stx_status st = stx__perturb_run(p, nb, scores);
         if (st) return st;
         for (int64_t j = 0; j < nb; j++) {
@@ -265,7 +296,7 @@ stx_status stx__rise(stx_perturb *p, const float *x, const float *base, int mask
             float *dst = xb + j * p->sample_numel;
             for (int64_t c = 0; c < p->C; c++)
                 for (int64_t t = 0; t < T; t++) {
-                    int64_t off = plane_off(p, c, t);
+                    int64_t off = stx__perturb_plane(p, c, t);
                     const double *mt = m + t * H * W;
                     for (int64_t i = 0; i < H * W; i++)
                         dst[off + i] =
@@ -273,7 +304,7 @@ stx_status stx__rise(stx_perturb *p, const float *x, const float *base, int mask
                                     mt[i] * ((double)x[off + i] - (double)base[off + i]));
                 }
         }
-        pad_rows(p, x, nb);
+        stx__perturb_pad(p, x, nb);
         stx_status st = stx__perturb_run(p, nb, scores);
         if (st) return st;
         for (int64_t j = 0; j < nb; j++) {

@@ -41,21 +41,18 @@ static stx_status coalition_scores(stx_perturb *p, const float *x, const float *
     float *xb = p->xb->data;
     for (int64_t r0 = 0; r0 < rows; r0 += p->B) {
         int64_t nb = rows - r0 < p->B ? rows - r0 : p->B;
-        for (int64_t j = 0; j < p->B; j++) {
+        for (int64_t j = 0; j < nb; j++) {
             float *dst = xb + j * p->sample_numel;
-            if (j >= nb) {
-                memcpy(dst, x, sizeof(float) * (size_t)p->sample_numel);
-                continue;
-            }
             const uint8_t *z = Z + (r0 + j) * K;
             for (int64_t c = 0; c < p->C; c++)
                 for (int64_t t = 0; t < p->T; t++) {
-                    int64_t off = p->tax == 2 ? (c * p->T + t) * HW : (t * p->C + c) * HW;
+                    int64_t off = stx__perturb_plane(p, c, t);
                     const int32_t *sg = seg + t * HW;
                     for (int64_t i = 0; i < HW; i++)
                         dst[off + i] = z[sg[i]] ? x[off + i] : base[off + i];
                 }
         }
+        stx__perturb_pad(p, x, nb);
         stx_status st = stx__perturb_run(p, nb, scores + r0);
         if (st) return st;
     }
@@ -110,7 +107,7 @@ int64_t stx__segment_rows(int method, int64_t K, int samples) {
 
 stx_status stx__segments(stx_perturb *p, int method, const float *x, const float *base,
                          const int32_t *seg, int64_t K, int samples, double width, stx_rng *rng,
-                         double s_full, uint8_t *Z, double *scores, double *work, double *map) {
+                         uint8_t *Z, double *scores, double *work, double *map) {
     const int64_t rows = stx__segment_rows(method, K, samples), THW = p->T * p->H * p->W;
     double *phi = work; /* K values (LIME: K + 1) */
     memset(Z, 0, (size_t)(rows * K));
@@ -161,7 +158,6 @@ stx_status stx__segments(stx_perturb *p, int method, const float *x, const float
     }
     stx_status st = coalition_scores(p, x, base, seg, K, Z, rows, scores);
     if (st) return st;
-    (void)s_full;
     if (method == STX_SEG_LOCO || method == STX_SEG_UP) {
         for (int64_t k = 0; k < K; k++)
             phi[k] = method == STX_SEG_LOCO ? scores[0] - scores[k + 1] : scores[k + 1] - scores[0];

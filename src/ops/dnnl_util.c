@@ -158,3 +158,8 @@ dnnl_status_t stx__dnnl_md_blocked(dnnl_memory_desc_t *md, const int64_t *dims, 
     static const dnnl_format_tag_t t16[6] = {0, 0, 0, dnnl_nCw16c, dnnl_nChw16c, dnnl_nCdhw16c};
     return dnnl_memory_desc_init_by_tag(md, rank, d, dnnl_f32, blk == 16 ? t16[rank] : t8[rank]);
 }
+
+bool stx__dnnl_has_bf16(void) {
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+}

@@ -71,6 +71,8 @@ void stx__dnnl_reorder_free(stx_dnnl_reorder *r);
 
 /* Name of the implementation oneDNN picked for pd ("jit:avx2", "ref:any", ...); never NULL. */
 const char *stx__dnnl_impl_name(const_dnnl_primitive_desc_t pd);
+/* True when the CPU runs oneDNN's bfloat16 kernels natively (AVX-512 BF16 or AMX). */
+bool stx__dnnl_has_bf16(void);
 
 /* stx status for a oneDNN failure: out_of_memory -> STX_E_NOMEM, unimplemented ->
  * STX_E_UNSUPPORTED, others -> STX_E_INTERNAL; message "node 'x' (Conv): oneDNN <what> failed:
