@@ -15,7 +15,6 @@
 
 usage: test_aosa.py --stx BUILD/stx --tool BUILD/tests/stx_flow_tool --work DIR
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -29,29 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import aosa_oracle  # noqa: E402
 import cam_oracle  # noqa: E402
+import harness  # noqa: E402
+from harness import check, stx, work  # noqa: E402
 from test_cam import rel, tube_hits  # noqa: E402
 from zoo_common import preprocess  # noqa: E402
 
 ZOO = os.path.join(ROOT, 'models', 'zoo')
-failures = []
-
-
-def check(ok, what):
-    print(('ok    ' if ok else 'FAIL  ') + what, flush=True)
-    if not ok:
-        failures.append(what)
-
-
-def stx(args, ok=True):
-    p = subprocess.run([ARGS.stx] + args, capture_output=True, text=True)
-    if ok and p.returncode != 0:
-        raise RuntimeError('stx %s failed (%d): %s' % (' '.join(args), p.returncode,
-                                                        p.stderr.strip()))
-    return p
-
-
-def work(name):
-    return os.path.join(ARGS.work, name)
 
 
 def zoo_input(name, clip):
@@ -80,7 +62,7 @@ def compare(label, name, clip, target, flags, stride=8, crop=16, stack=3, baseli
     model, facts, x = zoo_input(name, clip)
     path, flows, out = work('in.npy'), work('flows.npy'), work('out.npy')
     np.save(path, x)
-    subprocess.run([ARGS.tool, 'clip', path, facts['layout'], flows], check=True)
+    subprocess.run([harness.ARGS.tool, 'clip', path, facts['layout'], flows], check=True)
     stx(['explain', os.path.join(ZOO, name + '.onnx'), path, '--method', 'aosa', '--target',
          str(target), '--batch', '8', '-o', out] + flags)
     got = np.load(out)[0]
@@ -152,25 +134,6 @@ def test_errors():
               not os.path.exists(out), 'error names %s: %s' % (word, line))
 
 
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--stx', required=True)
-    ap.add_argument('--tool', required=True)
-    ap.add_argument('--work', required=True)
-    ap.add_argument('--only', default='')
-    ARGS = ap.parse_args()
-    os.makedirs(ARGS.work, exist_ok=True)
-    tests = [('oracle', test_oracle), ('batch', test_batch_invariance),
-             ('loc', test_localisation), ('errors', test_errors)]
-    for name, fn in tests:
-        if ARGS.only and name not in ARGS.only.split(','):
-            continue
-        print('--', name, flush=True)
-        fn()
-    print('%d failure(s)' % len(failures))
-    return 1 if failures else 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    harness.run([('oracle', test_oracle), ('batch', test_batch_invariance),
+                 ('loc', test_localisation), ('errors', test_errors)], ('--tool',))

@@ -18,7 +18,6 @@
 
 usage: test_extremal.py --stx BUILD/stx --work DIR [--only oracle,area,loc,errors]
 """
-import argparse
 import os
 import signal
 import subprocess
@@ -34,32 +33,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cam_oracle  # noqa: E402
 import extremal_oracle  # noqa: E402
+import harness  # noqa: E402
+from harness import check, work  # noqa: E402
 from test_cam import tube_hits  # noqa: E402
 from zoo_common import preprocess  # noqa: E402
 
 ZOO = os.path.join(ROOT, 'models', 'zoo')
 TOL = 1e-3
-failures = []
-
-
-def check(ok, what):
-    print(('ok    ' if ok else 'FAIL  ') + what, flush=True)
-    if not ok:
-        failures.append(what)
 
 
 def stx(args, ok=True, threads=1):
     # one thread: the machine's two cores are often shared, and OpenMP threads then spin
-    p = subprocess.run([ARGS.stx] + args + ['--threads', str(threads)], capture_output=True,
-                       text=True)
-    if ok and p.returncode != 0:
-        raise RuntimeError('stx %s failed (%d): %s' % (' '.join(args), p.returncode,
-                                                        p.stderr.strip()))
-    return p
-
-
-def work(name):
-    return os.path.join(ARGS.work, name)
+    return harness.stx(args + ['--threads', str(threads)], ok)
 
 
 def zoo_input(name, clips):
@@ -185,7 +170,7 @@ def test_errors():
               not os.path.exists(work('never.npy')), 'error names %s: %s' % (word, line))
     # Ctrl-C during the optimisation: a clean stop, non-zero exit, no output
     out = work('cancelled.npy')
-    proc = subprocess.Popen([ARGS.stx, 'explain', model, clip, '--method', 'extremal', '--steps',
+    proc = subprocess.Popen([harness.ARGS.stx, 'explain', model, clip, '--method', 'extremal', '--steps',
                              '100000', '-o', out, '--threads', '1'], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     time.sleep(2)
@@ -195,25 +180,6 @@ def test_errors():
           'SIGINT stops the optimisation cleanly (exit %d, %s)' % (proc.returncode, err.strip()))
 
 
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--stx', required=True)
-    ap.add_argument('--work', required=True)
-    ap.add_argument('--only', default='')
-    ARGS = ap.parse_args()
-    os.makedirs(ARGS.work, exist_ok=True)
-    tests = [('oracle', test_oracle), ('area', test_area), ('loc', test_localisation),
-             ('errors', test_errors)]
-    t0 = time.time()
-    for name, fn in tests:
-        if ARGS.only and name not in ARGS.only.split(','):
-            continue
-        print('--', name, flush=True)
-        fn()
-    print('%d failure(s), %.0f s' % (len(failures), time.time() - t0))
-    return 1 if failures else 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    harness.run([('oracle', test_oracle), ('area', test_area), ('loc', test_localisation),
+                 ('errors', test_errors)])

@@ -24,9 +24,7 @@ values (numpy's vectorised pow against glibc's) picks the winner (docs/perturbat
     clips more often than a random point
   * errors: a regression with more than 4096 supervoxels, n_segments and compactness out of range
 """
-import argparse
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -36,29 +34,12 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 sys.path.insert(0, os.path.join(ROOT, 'tools', 'zoo'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import harness  # noqa: E402
+from harness import check, stx, work  # noqa: E402
+
 ZOO = os.path.join(ROOT, 'models', 'zoo')
 MEAN = np.array([0.369, 0.373, 0.362], np.float32)   # the zoo action models' stx.mean, stx.std
 STD = np.array([0.158, 0.159, 0.16], np.float32)
-failures = []
-
-
-def check(ok, what):
-    print(('ok    ' if ok else 'FAIL  ') + what, flush=True)
-    if not ok:
-        failures.append(what)
-
-
-def work(name):
-    return os.path.join(ARGS.work, name)
-
-
-def stx(args, ok=True, env=None):
-    p = subprocess.run([ARGS.stx] + args, capture_output=True, text=True,
-                       env=dict(os.environ, **(env or {})))
-    if ok and p.returncode != 0:
-        raise RuntimeError('stx %s failed (%d): %s' % (' '.join(args), p.returncode,
-                                                        p.stderr.strip()))
-    return p
 
 
 def linear_model(path, w, layout, mean=None, std=None):
@@ -233,24 +214,6 @@ def test_errors():
               'error names %s: %s' % (word, line))
 
 
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--stx', required=True)
-    ap.add_argument('--work', required=True)
-    ap.add_argument('--only', default='')
-    ARGS = ap.parse_args()
-    os.makedirs(ARGS.work, exist_ok=True)
-    tests = [('partition', test_partition), ('threads', test_threads), ('methods', test_methods),
-             ('loc', test_localisation), ('errors', test_errors)]
-    for name, fn in tests:
-        if ARGS.only and name not in ARGS.only.split(','):
-            continue
-        print('--', name, flush=True)
-        fn()
-    print('%d failure(s)' % len(failures))
-    return 1 if failures else 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    harness.run([('partition', test_partition), ('threads', test_threads), ('methods', test_methods),
+                 ('loc', test_localisation), ('errors', test_errors)])
