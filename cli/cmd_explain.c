@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "video_job.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,9 @@ static void explain_usage(FILE *f) {
         "  --method   gradcam (default), gradcam-frame, gradcam++, smooth-gradcam++, xgradcam,\n"
         "             layercam, hirescam, cam, scorecam, sscam, iscam, eigencam, ablationcam,\n"
         "             occlusion, frame-occlusion, spatial-occlusion, rise, kernelshap, lime,\n"
-        "             loco, up, aosa, extremal\n"
+        "             loco, up, aosa, extremal, saliency, gradxinput, ig, smoothgrad,\n"
+        "             smoothgrad-sq, vargrad, guided-backprop, deconvnet, guided-gradcam, lrp,\n"
+        "             swag, rollout, transformer-attribution, generic-attention\n"
         "  --layer    ONNX tensor name or PyTorch module path (default: the model's\n"
         "             stx.target_layer, else the last 5-D, frame-batched or token tensor)\n"
         "  --target   class per sample: index, class name, top (default), or a comma list\n"
@@ -55,6 +58,26 @@ static void explain_usage(FILE *f) {
         "  --aosa-stack k  aosa: each tube joined with its k most alike in motion (3; 1: alone)\n"
         "  --areas a,b     extremal: area fractions (0.1); --steps: optimiser steps (300)\n"
         "  --precision P   fp32 (default) or bf16 forwards of the perturbation methods\n"
+        "gradient family and LRP (saliency ... guided-gradcam, lrp, swag; docs/gradient.md):\n"
+        "  --reduce R      channels to one map: sum (default), abs-sum, max-abs, l2, or none\n"
+        "                  (the raw signed attribution with the input's shape)\n"
+        "  --steps K       ig: quadrature points (50), as Captum's n_steps\n"
+        "  --schedule S    ig: gauss-legendre (default), left, right, middle, trapezoid\n"
+        "  --baseline B    ig: zero (default), mean, blur, blur3d, noise or a .npy clip\n"
+        "  --samples n, --noise f  smoothgrad, smoothgrad-sq, vargrad: noisy copies (25)\n"
+        "                  and their standard deviation as a fraction of the clip's range (0.15)\n"
+        "  --noise-file F  smoothgrad family: float32 (S, sample shape) standard-normal draws\n"
+        "                  to use as the noise (S copies)\n"
+        "  --batch B       ig interpolants / noisy copies per backward (16)\n"
+        "  --rule R        lrp: epsilon-plus (default), epsilon-gamma-box, epsilon-plus-flat,\n"
+        "                  or one rule everywhere: epsilon, zero, gamma, alpha1beta0,\n"
+        "                  alpha2beta1, zplus, wsquare, flat, zbox (docs/lrp.md)\n"
+        "  --epsilon e, --gamma g  lrp rule parameters (1e-6, 0.25)\n"
+        "  --zbox LO,HI    lrp zbox input bounds (default: the valid pixel box)\n"
+        "transformer methods (rollout, transformer-attribution, generic-attention):\n"
+        "  --head-fusion F  rollout: mean (default), max or min over heads\n"
+        "  --discard-ratio r  rollout: fraction of the lowest attentions dropped (0)\n"
+        "  --start-layer k  first attention block rolled out (0)\n"
         "video input (a video file, a folder of PNG/JPEG frames, or uint8 frames .npy) and a\n"
         "report (docs/video.md):\n"
         "  --out-dir DIR   write saliency.npy, overlay.mp4, overlay.gif, frames.png,\n"
@@ -155,8 +178,8 @@ int cmd_explain(int argc, char **argv) {
     const char *preset = NULL;
     long size = 0, crop_h = 0, crop_w = 0, lv;
     bool video_flags = false, bgr = false;
-    const char *baseline_file = NULL;
-    stx_tensor *bclip = NULL;
+    const char *baseline_file = NULL, *noise_file = NULL;
+    stx_tensor *bclip = NULL, *noise = NULL;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
         int ff = cli_fact_flag(argc, argv, &i, &facts);
@@ -371,6 +394,75 @@ int cmd_explain(int argc, char **argv) {
                 rc = cli_fail("--steps needs a count in [1, 100000]");
             else
                 eo.steps = (int)lv;
+        } else if (strcmp(a, "--reduce") == 0) {
+            static const char *const rn[] = {"sum", "abs-sum", "max-abs", "l2", "none"};
+            int k = -1;
+            if (++i < argc)
+                for (int j = 0; j < 5; j++)
+                    if (strcmp(argv[i], rn[j]) == 0) k = j;
+            if (k < 0)
+                rc = cli_fail("--reduce must be sum, abs-sum, max-abs, l2 or none");
+            else
+                eo.reduce = (stx_reduce)k;
+        } else if (strcmp(a, "--schedule") == 0) {
+            static const char *const sn[] = {"gauss-legendre", "left", "right", "middle",
+                                             "trapezoid"};
+            int k = -1;
+            if (++i < argc)
+                for (int j = 0; j < 5; j++)
+                    if (strcmp(argv[i], sn[j]) == 0) k = j;
+            if (k < 0)
+                rc =
+                    cli_fail("--schedule must be gauss-legendre, left, right, middle or trapezoid");
+            else
+                eo.schedule = (stx_ig_schedule)k;
+        } else if (strcmp(a, "--noise-file") == 0) {
+            if (++i >= argc || !argv[i][0])
+                rc = cli_fail("--noise-file needs a float32 .npy file");
+            else
+                noise_file = argv[i];
+        } else if (strcmp(a, "--rule") == 0) {
+            if (++i >= argc || !argv[i][0])
+                rc = cli_fail("--rule needs an LRP rule or composite name");
+            else
+                eo.rule = argv[i];
+        } else if (strcmp(a, "--epsilon") == 0 || strcmp(a, "--gamma") == 0 ||
+                   strcmp(a, "--discard-ratio") == 0) {
+            char *e = NULL;
+            double v = ++i < argc ? strtod(argv[i], &e) : -1;
+            bool dr = a[2] == 'd';
+            if (i >= argc || !e || *e || !(v >= 0 && v <= (dr ? 0.999999 : 1e6)))
+                rc = cli_fail("%s needs a value %s", a, dr ? "in [0, 1)" : ">= 0");
+            else if (dr)
+                eo.discard_ratio = (float)v;
+            else if (a[2] == 'e')
+                eo.epsilon = (float)v;
+            else
+                eo.gamma = (float)v;
+        } else if (strcmp(a, "--zbox") == 0) {
+            char *e = NULL, *e2 = NULL;
+            double lo = ++i < argc ? strtod(argv[i], &e) : 0, hi = 0;
+            if (i < argc && e && *e == ',') hi = strtod(e + 1, &e2);
+            if (i >= argc || !e2 || *e2 || e2 == e + 1 || !(lo < hi) || !isfinite(lo) ||
+                !isfinite(hi))
+                rc = cli_fail("--zbox needs two bounds LO,HI with LO < HI");
+            else {
+                eo.zbox_low = (float)lo;
+                eo.zbox_high = (float)hi;
+            }
+        } else if (strcmp(a, "--head-fusion") == 0) {
+            if (++i >= argc ||
+                (strcmp(argv[i], "mean") && strcmp(argv[i], "max") && strcmp(argv[i], "min")))
+                rc = cli_fail("--head-fusion must be mean, max or min");
+            else
+                eo.head_fusion = argv[i][1] == 'e'   ? STX_HEADS_MEAN
+                                 : argv[i][1] == 'a' ? STX_HEADS_MAX
+                                                     : STX_HEADS_MIN;
+        } else if (strcmp(a, "--start-layer") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 0, 100000, &lv))
+                rc = cli_fail("--start-layer needs a block index >= 0");
+            else
+                eo.start_layer = (int)lv;
         } else if (strcmp(a, "--precision") == 0) {
             if (++i >= argc || (strcmp(argv[i], "fp32") != 0 && strcmp(argv[i], "bf16") != 0))
                 rc = cli_fail("--precision must be fp32 or bf16");
@@ -426,6 +518,11 @@ int cmd_explain(int argc, char **argv) {
         return cli_fail("%s: a video input (or a sampling or rendering flag) needs --out-dir DIR",
                         input);
     }
+    if (vo.out_dir && eo.reduce == STX_REDUCE_NONE) {
+        cli_facts_free(&facts);
+        return cli_fail("--reduce none writes the raw attribution (the input's shape): use an "
+                        ".npy input and -o, not --out-dir");
+    }
     if (vo.out_dir && out) {
         cli_facts_free(&facts);
         return cli_fail("-o and --out-dir: the report folder holds the raw map (saliency.npy)");
@@ -447,6 +544,13 @@ int cmd_explain(int argc, char **argv) {
             goto done;
         }
         eo.baseline_clip = bclip;
+    }
+    if (noise_file) {
+        if (stx_tensor_load_npy(ctx, noise_file, &noise) != STX_OK) {
+            rc = cli_fail("--noise-file: %s", stx_context_last_error(ctx));
+            goto done;
+        }
+        eo.noise_samples = noise;
     }
     if (vo.out_dir) {
         vo.model = model;
@@ -539,7 +643,10 @@ int cmd_explain(int argc, char **argv) {
     const stx_tensor *y = stx_explainer_output(e);
     const int64_t *ms = stx_tensor_shape(map);
     const float *mp = stx_tensor_data_const(map);
-    int64_t per = ms[1] * ms[2] * ms[3];
+    int mrank = stx_tensor_rank(map);
+    int64_t per = stx_tensor_numel(map) / (ms[0] ? ms[0] : 1);
+    const double *tot_a = NULL, *tot_e = NULL;
+    stx_explainer_totals(e, &tot_a, &tot_e);
     for (int64_t i = 0; i < n; i++) {
         const char *name = cli_class_name(&res, used[i]);
         int64_t arg = 0;
@@ -552,12 +659,29 @@ int cmd_explain(int argc, char **argv) {
         if (stx_tensor_rank(y) == 2)
             printf(" logit %.4f",
                    (double)((const float *)stx_tensor_data_const(y))[i * K + used[i]]);
-        printf("; map max %.4g at t=%lld y=%lld x=%lld\n", (double)mp[i * per + arg],
-               (long long)(arg / (ms[2] * ms[3])), (long long)(arg / ms[3] % ms[2]),
-               (long long)(arg % ms[3]));
+        if (mrank == 4)
+            printf("; map max %.4g at t=%lld y=%lld x=%lld", (double)mp[i * per + arg],
+                   (long long)(arg / (ms[2] * ms[3])), (long long)(arg / ms[3] % ms[2]),
+                   (long long)(arg % ms[3]));
+        else
+            printf("; attribution max %.4g at element %lld", (double)mp[i * per + arg],
+                   (long long)arg);
+        if (tot_a) {
+            double gap = tot_a[i] - tot_e[i];
+            printf("; %s: sum %.6g, expected %.6g, gap %.3g (%.3g%%)",
+                   strcmp(eo.method, "lrp") == 0 ? "conservation" : "completeness", tot_a[i],
+                   tot_e[i], gap, tot_e[i] != 0 ? 100 * fabs(gap) / fabs(tot_e[i]) : 0.0);
+        }
+        printf("\n");
     }
-    printf("map: %lldx%lldx%lldx%lld float32%s%s\n", (long long)ms[0], (long long)ms[1],
-           (long long)ms[2], (long long)ms[3], out ? " -> " : " (not saved: give -o OUT.npy)",
+    char msb[128];
+    {
+        size_t q = 0;
+        for (int k = 0; k < mrank; k++)
+            q +=
+                (size_t)snprintf(msb + q, sizeof msb - q, "%s%lld", k ? "x" : "", (long long)ms[k]);
+    }
+    printf("map: %s float32%s%s\n", msb, out ? " -> " : " (not saved: give -o OUT.npy)",
            out ? out : "");
     printf("time_ms: %.1f (plan %.1f, explain %.1f)\ntime_ms_best: %.3f\n", t1 - t0, b.t0 - t0,
            t1 - b.t0, best);
@@ -567,6 +691,7 @@ int cmd_explain(int argc, char **argv) {
     }
 done:
     stx_tensor_free(bclip);
+    stx_tensor_free(noise);
     free(targets);
     free(frames);
     stx_tensor_free(x);

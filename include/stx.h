@@ -581,6 +581,28 @@ typedef enum {
     STX_BASELINE_CLIP = 5    /* baseline_clip */
 } stx_baseline;
 
+/* Channel reduction of input-space attributions (gradient family, lrp) to (N, T, H, W). */
+typedef enum {
+    STX_REDUCE_SUM = 0,     /* sum over the colour channels (signed; default) */
+    STX_REDUCE_ABS_SUM = 1, /* sum of |a| */
+    STX_REDUCE_MAX_ABS = 2, /* max |a| over channels (Simonyan et al.'s saliency) */
+    STX_REDUCE_L2 = 3,      /* sqrt(sum a^2) */
+    STX_REDUCE_NONE = 4     /* none: the signed raw attribution, with the input's shape */
+} stx_reduce;
+
+/* Integrated Gradients' quadrature over alpha in [0, 1] with `steps` points, as Captum's
+ * `method`: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid. */
+typedef enum {
+    STX_IG_GAUSS_LEGENDRE = 0,
+    STX_IG_LEFT = 1,
+    STX_IG_RIGHT = 2,
+    STX_IG_MIDDLE = 3,
+    STX_IG_TRAPEZOID = 4
+} stx_ig_schedule;
+
+/* How the attention heads of a block are fused (transformer methods). */
+typedef enum { STX_HEADS_MEAN = 0, STX_HEADS_MAX = 1, STX_HEADS_MIN = 2 } stx_head_fusion;
+
 typedef struct stx_explain_options {
     size_t size;
     const char *method; /* see stx_explain_methods(); default "gradcam" */
@@ -635,8 +657,38 @@ typedef struct stx_explain_options {
     /* extremal: spatio-temporal extremal perturbation (preserve variant) */
     int n_areas;             /* how many of areas[] are used (default 1) */
     float areas[4];          /* target area fractions (default 0.1); the map sums the masks */
-    int steps;               /* optimiser steps per area (default 300) */
+    int steps;               /* extremal: optimiser steps per area (0: 300); ig: points of the
+                                quadrature, Captum's n_steps (0: 50) */
     stx_precision precision; /* forwards of the perturbation methods: fp32 (default) or bf16 */
+    /* Gradient family (saliency, gradxinput, ig, smoothgrad, smoothgrad-sq, vargrad,
+     * guided-backprop, deconvnet, guided-gradcam) and lrp: input-space attributions
+     * (docs/gradient.md). samples: noisy copies of the smoothgrad family (0: 25); noise: their
+     * standard deviation as a fraction of each sample's value range max(x) - min(x) (< 0: 0.15);
+     * baseline/baseline_clip: ig's baseline (zero, mean, blur, blur3d, noise or a clip);
+     * batch: interpolants or noisy copies per backward (default 16). */
+    stx_reduce reduce;        /* default sum; none: (N, ...) the input's shape and layout */
+    stx_ig_schedule schedule; /* ig: default Gauss-Legendre (Captum's default) */
+    /* smoothgrad family: NULL, or float32 (S, one sample's shape) standard-normal draws e_s used
+     * instead of seeded ones: copy s of sample n is x_n + sigma_n * e_s (S copies; samples is
+     * then ignored). Lets a test or a comparison use the very same noise. */
+    const stx_tensor *noise_samples;
+    /* lrp (docs/lrp.md): a rule for every layer or a composite. Rules: "epsilon", "zero",
+     * "gamma", "alpha1beta0", "alpha2beta1", "zplus", "wsquare", "flat", "zbox"; composites:
+     * "epsilon-plus" (default: epsilon on dense layers, zplus on convolutions),
+     * "epsilon-gamma-box" (epsilon dense, gamma convolutions, zbox on the first layer),
+     * "epsilon-plus-flat" (epsilon-plus with flat on the first layer). NULL: the default. */
+    const char *rule;
+    float epsilon;             /* lrp epsilon rule's stabiliser (< 0: 1e-6) */
+    float gamma;               /* lrp gamma rule's weight of the positive part (< 0: 0.25) */
+    float zbox_low, zbox_high; /* zbox bounds of the input; both 0 (default): the box of valid
+                                  pixels (0..1 through stx.mean/stx.std) when the model says its
+                                  normalisation, else each sample's min and max */
+    /* Transformer methods (rollout, transformer-attribution, generic-attention; docs/
+     * transformers.md): attention maps are the Softmax outputs that feed a MatMul with the values.
+     */
+    stx_head_fusion head_fusion; /* rollout: heads fused by mean (default), max or min */
+    float discard_ratio;         /* rollout: fraction of the lowest attentions zeroed (0) */
+    int start_layer;             /* first attention block rolled out (default 0) */
 } stx_explain_options;
 
 typedef struct stx_explainer stx_explainer;
@@ -667,6 +719,12 @@ STX_API stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input,
  * explained. */
 STX_API const stx_tensor *stx_explainer_output(const stx_explainer *e);
 STX_API const int64_t *stx_explainer_targets(const stx_explainer *e);
+/* After a run of ig or lrp: per sample (N values each, owned by the explainer) the sum of the
+ * unreduced attribution and what it should sum to (ig: f(x) - f(baseline), the completeness
+ * axiom; lrp: the relevance seeded at the output, conservation). Their difference is the
+ * method's gap. STX_E_INVALID for other methods or before a run. */
+STX_API stx_status stx_explainer_totals(const stx_explainer *e, const double **attributed,
+                                        const double **expected);
 
 #ifdef __cplusplus
 }

@@ -32,7 +32,21 @@ enum {
     M_LOCO,
     M_UP,
     M_AOSA,
-    M_EXTREMAL
+    M_EXTREMAL,
+    M_SALIENCY,
+    M_GRADXINPUT,
+    M_IG,
+    M_SMOOTHGRAD,
+    M_SMOOTHGRAD_SQ,
+    M_VARGRAD,
+    M_GUIDED_BP,
+    M_DECONVNET,
+    M_GUIDED_GRADCAM,
+    M_LRP,
+    M_SWAG,
+    M_ROLLOUT,
+    M_TRANSFORMER_ATTR,
+    M_GENERIC_ATTN
 };
 
 static const char *const method_names[] = {"cam",
@@ -58,6 +72,20 @@ static const char *const method_names[] = {"cam",
                                            "up",
                                            "aosa",
                                            "extremal",
+                                           "saliency",
+                                           "gradxinput",
+                                           "ig",
+                                           "smoothgrad",
+                                           "smoothgrad-sq",
+                                           "vargrad",
+                                           "guided-backprop",
+                                           "deconvnet",
+                                           "guided-gradcam",
+                                           "lrp",
+                                           "swag",
+                                           "rollout",
+                                           "transformer-attribution",
+                                           "generic-attention",
                                            NULL};
 
 const char *const *stx_explain_methods(void) {
@@ -65,11 +93,26 @@ const char *const *stx_explain_methods(void) {
 }
 
 static bool uses_grad(int m) {
-    return m <= M_HIRESCAM;
+    return m <= M_HIRESCAM || m == M_GUIDED_GRADCAM;
 }
 /* Perturbation methods: no layer, maps at the input's resolution (perturb.c). */
 static bool layer_free(int m) {
-    return m >= M_OCCLUSION;
+    return m >= M_OCCLUSION && m <= M_EXTREMAL;
+}
+/* Input-space attributions (gradient.c, lrp.c) and transformer methods (attention.c). */
+static bool dense_method(int m) {
+    return m >= M_SALIENCY && m != M_GUIDED_GRADCAM;
+}
+static bool attention_method(int m) {
+    return m >= M_ROLLOUT;
+}
+/* The gradient.c method of an explainer method (guided-gradcam: its guided backpropagation). */
+static int grad_kind(int m) {
+    static const int k[] = {STX_GRAD_SALIENCY, STX_GRAD_GXI,       STX_GRAD_IG,
+                            STX_GRAD_SMOOTH,   STX_GRAD_SMOOTH_SQ, STX_GRAD_VAR,
+                            STX_GRAD_GUIDED,   STX_GRAD_DECONV,    STX_GRAD_GUIDED};
+    if (m == M_SWAG) return STX_GRAD_SALIENCY;
+    return m >= M_SALIENCY && m <= M_GUIDED_GRADCAM ? k[m - M_SALIENCY] : -1;
 }
 /* Segment-level methods (segments.c): kernelshap, lime, loco, up. */
 static bool segment_method(int m) {
@@ -137,6 +180,13 @@ struct stx_explainer {
     double *pscores; /* perturbation scratch (stx_perturb.scores, .idx) */
     int64_t *pidx;
     stx_extremal *ext; /* extremal: the optimisation's plan (extremal.c) */
+    /* dense methods: their plans, the unreduced attribution (N x sample_numel) and the totals */
+    stx_grad *grad;
+    stx_lrp *lrp;
+    stx_attn *attn;
+    float *raw;
+    double *tot_attr, *tot_expect;
+    bool have_totals;
 };
 
 stx_explain_options stx_explain_options_default(void) {
@@ -158,8 +208,13 @@ stx_explain_options stx_explain_options_default(void) {
     o.aosa_stack = 3;
     o.n_areas = 1;
     o.areas[0] = 0.1f;
-    o.steps = 300;
+    o.steps = 0;
     o.precision = STX_PRECISION_FP32;
+    o.reduce = STX_REDUCE_SUM;
+    o.schedule = STX_IG_GAUSS_LEGENDRE;
+    o.epsilon = -1.0f;
+    o.gamma = -1.0f;
+    o.head_fusion = STX_HEADS_MEAN;
     return o;
 }
 
@@ -295,6 +350,12 @@ void stx_explainer_free(stx_explainer *e) {
     stx__free(c, e->pscores);
     stx__free(c, e->pidx);
     stx__extremal_free(e->ext);
+    stx__grad_free(e->grad);
+    stx__lrp_free(e->lrp);
+    stx__attn_free(e->attn);
+    stx__free(c, e->raw);
+    stx__free(c, e->tot_attr);
+    stx__free(c, e->tot_expect);
     stx__free(c, e->layer);
     stx__free(c, e);
 }
@@ -321,6 +382,7 @@ static stx_status create_extremal(stx_explainer *e) {
             return stx__errf(ce, STX_E_INVALID,
                              "extremal: area %g (areas[%d]) must be a fraction in (0, 1]",
                              (double)o->areas[a], a);
+    if (o->steps == 0) o->steps = 300;
     if (o->steps < 1 || o->steps > 100000)
         return stx__errf(ce, STX_E_INVALID, "extremal: steps %d out of range [1, 100000]",
                          o->steps);
@@ -356,6 +418,40 @@ static stx_status create_extremal(stx_explainer *e) {
     e->map = stx__tensor_new(e->ctx, STX_DTYPE_FLOAT, ms, 4);
     if (!e->up || !e->targets || !e->frames || !e->map)
         return stx__errf(ce, STX_E_NOMEM, "out of memory for the extremal map");
+    return STX_OK;
+}
+
+/* Checks the baseline option and copies a baseline clip (perturbation methods, ig). */
+static stx_status check_baseline(stx_explainer *e) {
+    stx_explain_options *o = &e->o;
+    stx_err *ce = &e->ctx->err;
+    if ((unsigned)o->baseline > STX_BASELINE_CLIP)
+        return stx__errf(ce, STX_E_INVALID, "unknown baseline %d", (int)o->baseline);
+    if (o->baseline == STX_BASELINE_CLIP) {
+        const stx_tensor *b = o->baseline_clip;
+        char sb[128], xb[128];
+        bool ok =
+            b && b->dtype == STX_DTYPE_FLOAT && stx__numel(b->dims, b->rank) == e->sample_numel;
+        if (ok) { /* one sample's axes, with or without a leading 1 */
+            int off = b->rank == e->rank ? 1 : 0;
+            ok = b->rank == e->rank - 1 + off && (!off || b->dims[0] == 1);
+            for (int k = 1; ok && k < e->rank; k++) ok = b->dims[k - 1 + off] == e->shape[k];
+        }
+        if (!ok)
+            return stx__errf(ce, STX_E_SHAPE,
+                             "baseline clip %s %s must be float32 with one sample's shape %s",
+                             b ? stx_dtype_name(b->dtype) : "(none)",
+                             b ? stx__shape_str(b->dims, b->rank, sb, sizeof sb) : "",
+                             stx__shape_str(e->shape + 1, e->rank - 1, xb, sizeof xb));
+        for (int64_t i = 0; i < e->sample_numel; i++)
+            if (!isfinite(((const float *)b->data)[i]))
+                return stx__errf(ce, STX_E_NUMERIC, "baseline clip: non-finite value at %lld",
+                                 (long long)i);
+        e->bclip = stx__malloc(e->ctx, sizeof(float) * (size_t)e->sample_numel);
+        if (!e->bclip) return stx__errf(ce, STX_E_NOMEM, "out of memory");
+        memcpy(e->bclip, b->data, sizeof(float) * (size_t)e->sample_numel);
+    }
+    o->baseline_clip = NULL; /* not kept: copied */
     return STX_OK;
 }
 
@@ -396,33 +492,8 @@ static stx_status create_perturb(stx_explainer *e) {
                          (double)o->p);
     if ((unsigned)o->precision > STX_PRECISION_BF16)
         return stx__errf(ce, STX_E_INVALID, "unknown precision %d", (int)o->precision);
-    if ((unsigned)o->baseline > STX_BASELINE_CLIP)
-        return stx__errf(ce, STX_E_INVALID, "unknown baseline %d", (int)o->baseline);
-    if (o->baseline == STX_BASELINE_CLIP) {
-        const stx_tensor *b = o->baseline_clip;
-        char sb[128], xb[128];
-        bool ok =
-            b && b->dtype == STX_DTYPE_FLOAT && stx__numel(b->dims, b->rank) == e->sample_numel;
-        if (ok) { /* one sample's axes, with or without a leading 1 */
-            int off = b->rank == e->rank ? 1 : 0;
-            ok = b->rank == e->rank - 1 + off && (!off || b->dims[0] == 1);
-            for (int k = 1; ok && k < e->rank; k++) ok = b->dims[k - 1 + off] == e->shape[k];
-        }
-        if (!ok)
-            return stx__errf(ce, STX_E_SHAPE,
-                             "baseline clip %s %s must be float32 with one sample's shape %s",
-                             b ? stx_dtype_name(b->dtype) : "(none)",
-                             b ? stx__shape_str(b->dims, b->rank, sb, sizeof sb) : "",
-                             stx__shape_str(e->shape + 1, e->rank - 1, xb, sizeof xb));
-        for (int64_t i = 0; i < e->sample_numel; i++)
-            if (!isfinite(((const float *)b->data)[i]))
-                return stx__errf(ce, STX_E_NUMERIC, "baseline clip: non-finite value at %lld",
-                                 (long long)i);
-        e->bclip = stx__malloc(e->ctx, sizeof(float) * (size_t)e->sample_numel);
-        if (!e->bclip) return stx__errf(ce, STX_E_NOMEM, "out of memory");
-        memcpy(e->bclip, b->data, sizeof(float) * (size_t)e->sample_numel);
-    }
-    o->baseline_clip = NULL; /* not kept: copied */
+    stx_status bst = check_baseline(e);
+    if (bst) return bst;
     int64_t rows;
     if (segment_method(e->method)) {
         bool regression = e->method == M_KERNELSHAP || e->method == M_LIME;
@@ -569,6 +640,122 @@ static stx_status create_perturb(stx_explainer *e) {
     return STX_OK;
 }
 
+/* Plans a dense method (gradient family, lrp, swag, transformer methods): the clean session
+ * (targets) and the method's own plan; the map is (N, T, H, W), the input's shape with
+ * reduce none, or the token grid with upsample none (transformer methods). */
+static stx_status create_dense(stx_explainer *e) {
+    stx_explain_options *o = &e->o;
+    stx_err *ce = &e->ctx->err;
+    if ((unsigned)o->reduce > STX_REDUCE_NONE)
+        return stx__errf(ce, STX_E_INVALID, "unknown reduce %d", (int)o->reduce);
+    if ((unsigned)o->schedule > STX_IG_TRAPEZOID)
+        return stx__errf(ce, STX_E_INVALID, "unknown ig schedule %d", (int)o->schedule);
+    if ((unsigned)o->head_fusion > STX_HEADS_MIN)
+        return stx__errf(ce, STX_E_INVALID, "unknown head fusion %d", (int)o->head_fusion);
+    if (o->precision != STX_PRECISION_FP32)
+        return stx__errf(ce, STX_E_UNSUPPORTED,
+                         "%s: precision bf16 is forward-only; the method needs gradients (fp32)",
+                         method_names[e->method]);
+    if (e->method == M_SWAG && o->reduce == STX_REDUCE_NONE)
+        return stx__errf(ce, STX_E_INVALID,
+                         "swag: reduce none is meaningless (the map is one value per supervoxel)");
+    if (e->method == M_IG) {
+        stx_status bst = check_baseline(e);
+        if (bst) return bst;
+    }
+    stx_session_options so = stx_session_options_default();
+    so.num_threads = o->num_threads;
+    stx_status st = stx_session_create(e->m, &so, e->shape, e->rank, &e->main);
+    if (st) return st;
+    stx_dense_spec sp = {.m = e->m,
+                         .ctx = e->ctx,
+                         .o = o,
+                         .shape = e->shape,
+                         .tax = e->tax,
+                         .cax = e->cax,
+                         .out_index = e->out_index,
+                         .num_threads = o->num_threads};
+    e->how = "none";
+    e->lv.K = 1;
+    e->lv.T = e->T;
+    e->lv.H = e->H;
+    e->lv.W = e->W;
+    int64_t ms[STX_MAX_RANK] = {e->N, e->T, e->H, e->W};
+    int mr = 4;
+    if (attention_method(e->method)) {
+        stx_model_facts f;
+        stx_model_facts_get(e->m, &f);
+        for (int j = 0; j < 3; j++) sp.token_grid[j] = o->token_grid[j];
+        if (!sp.token_grid[0] && f.token_grid[0]) {
+            for (int j = 0; j < 3; j++) sp.token_grid[j] = f.token_grid[j];
+        } else if (!sp.token_grid[0]) {
+            stx_session_options po = stx_session_options_default();
+            po.use_dnnl = 0;
+            po.fuse = 0;
+            po.num_threads = o->num_threads;
+            stx_session *probe = NULL;
+            st = stx_session_create(e->m, &po, e->shape, e->rank, &probe);
+            if (st) return st;
+            grid_from_embedding(probe, sp.token_grid);
+            stx_session_free(probe);
+        }
+        st = stx__attn_create(&sp, e->method - M_ROLLOUT, &e->attn);
+        if (st) return st;
+        int64_t g[3];
+        stx__attn_grid(e->attn, g);
+        e->lv.T = g[0];
+        e->lv.H = g[1];
+        e->lv.W = g[2];
+        if (o->upsample == STX_UPSAMPLE_NONE)
+            for (int j = 0; j < 3; j++) ms[1 + j] = g[j];
+        int64_t P = g[0] * g[1] * g[2], THW = e->T * e->H * e->W;
+        e->L = dalloc(e, e->N * P);
+        e->up = dalloc(e, THW);
+        e->tmp = dalloc(e, g[0] * g[1] * e->W + g[0] * e->H * e->W);
+        if (!e->L || !e->up || !e->tmp)
+            return stx__errf(ce, STX_E_NOMEM, "out of memory for the token relevance");
+    } else {
+        if (e->method == M_LRP)
+            st = stx__lrp_create(&sp, &e->lrp);
+        else
+            st = stx__grad_create(&sp, grad_kind(e->method), &e->grad);
+        if (st) return st;
+        if (o->reduce == STX_REDUCE_NONE && e->method != M_SWAG) {
+            memcpy(ms, e->shape, sizeof(int64_t) * (size_t)e->rank);
+            mr = e->rank;
+        }
+        e->raw = stx__malloc(e->ctx, sizeof(float) * (size_t)(e->N * e->sample_numel));
+        e->tot_attr = dalloc(e, e->N);
+        e->tot_expect = dalloc(e, e->N);
+        e->up = dalloc(e, e->T * e->H * e->W);
+        if (!e->raw || !e->tot_attr || !e->tot_expect || !e->up)
+            return stx__errf(ce, STX_E_NOMEM, "out of memory for the attribution");
+        if (e->method == M_SWAG) {
+            stx_status sst = stx__slic_plan(e->ctx, e->T, e->H, e->W, e->C, o->n_segments,
+                                            o->compactness, &e->slic, ce);
+            if (sst) return sst;
+            stx_model_facts f;
+            stx_model_facts_get(e->m, &f);
+            e->slic_norm = f.has_normalization && e->C == 3;
+            for (int c = 0; c < 3; c++) {
+                e->slic_scale[c] = (double)f.std[c];
+                e->slic_shift[c] = (double)f.mean[c];
+            }
+            e->seg = stx__malloc(e->ctx, sizeof(int32_t) * (size_t)(e->T * e->H * e->W));
+            e->w = dalloc(e, e->slic.kmax);
+            e->scores = dalloc(e, e->slic.kmax);
+            if (!e->seg || !e->w || !e->scores)
+                return stx__errf(ce, STX_E_NOMEM, "out of memory for the supervoxels");
+        }
+    }
+    e->targets = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
+    e->frames = stx__calloc(e->ctx, (size_t)e->N, sizeof(int64_t));
+    e->map = stx__tensor_new(e->ctx, STX_DTYPE_FLOAT, ms, mr);
+    if (!e->targets || !e->frames || !e->map)
+        return stx__errf(ce, STX_E_NOMEM, "out of memory for the map");
+    return STX_OK;
+}
+
 stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
                                 const int64_t *input_shape, int rank, stx_explainer **out) {
     if (!m || !out || !input_shape) return STX_E_INVALID;
@@ -667,6 +854,12 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
         }
     }
     e->out_name = stx_model_output_name(m, e->out_index);
+    if (dense_method(e->method)) {
+        st = create_dense(e);
+        if (st) goto fail;
+        *out = e;
+        return STX_OK;
+    }
     if (layer_free(e->method)) {
         st = create_perturb(e);
         if (st) goto fail;
@@ -827,6 +1020,30 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
         e->D3 = dalloc(e, e->N * K * P);
     }
     if (e->method == M_EIGENCAM) e->work = dalloc(e, K * K + 3 * K);
+    if (e->method == M_GUIDED_GRADCAM) { /* Grad-CAM at the input's size times guided backprop */
+        if (o->upsample == STX_UPSAMPLE_NONE || (unsigned)o->reduce > STX_REDUCE_NONE) {
+            st = stx__errf(ce, STX_E_INVALID,
+                           "guided-gradcam: the map is at the input's size (upsample trilinear "
+                           "or nearest) and reduce must be sum, abs-sum, max-abs, l2 or none");
+            goto fail;
+        }
+        stx_dense_spec sp = {.m = m,
+                             .ctx = ctx,
+                             .o = o,
+                             .shape = e->shape,
+                             .tax = e->tax,
+                             .cax = e->cax,
+                             .out_index = e->out_index,
+                             .num_threads = o->num_threads};
+        st = stx__grad_create(&sp, STX_GRAD_GUIDED, &e->grad);
+        if (st) goto fail;
+        e->raw = stx__malloc(ctx, sizeof(float) * (size_t)(e->N * e->sample_numel));
+        e->work = dalloc(e, THW);
+        if (!e->raw || !e->work) {
+            st = stx__errf(ce, STX_E_NOMEM, "out of memory for the guided backpropagation");
+            goto fail;
+        }
+    }
     e->targets = stx__calloc(ctx, (size_t)e->N, sizeof(int64_t));
     e->frames = stx__calloc(ctx, (size_t)e->N, sizeof(int64_t));
     int64_t ms[4] = {e->N, e->T, e->H, e->W};
@@ -835,7 +1052,10 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
         ms[2] = e->lv.H;
         ms[3] = e->lv.W;
     }
-    e->map = stx__tensor_new(ctx, STX_DTYPE_FLOAT, ms, 4);
+    if (e->method == M_GUIDED_GRADCAM && o->reduce == STX_REDUCE_NONE)
+        e->map = stx__tensor_new(ctx, STX_DTYPE_FLOAT, e->shape, e->rank);
+    else
+        e->map = stx__tensor_new(ctx, STX_DTYPE_FLOAT, ms, 4);
     if (!e->A || !e->G || !e->L || !e->w || !e->up || !e->tmp || !e->scores || !e->row ||
         !e->targets || !e->frames || !e->map || (e->method == M_SMOOTHPP && (!e->D2 || !e->D3)) ||
         (e->method == M_EIGENCAM && !e->work)) {
@@ -870,6 +1090,13 @@ const stx_tensor *stx_explainer_output(const stx_explainer *e) {
 }
 const int64_t *stx_explainer_targets(const stx_explainer *e) {
     return e ? e->targets : NULL;
+}
+stx_status stx_explainer_totals(const stx_explainer *e, const double **attributed,
+                                const double **expected) {
+    if (!e || !e->have_totals) return STX_E_INVALID;
+    if (attributed) *attributed = e->tot_attr;
+    if (expected) *expected = e->tot_expect;
+    return STX_OK;
 }
 
 /* ---- running ----------------------------------------------------------------------------- */
@@ -1132,6 +1359,117 @@ static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_ten
     return STX_OK;
 }
 
+/* Offset of the (channel c, frame t) plane in one input sample. */
+static int64_t plane_of(const stx_explainer *e, int64_t c, int64_t t) {
+    int64_t HW = e->H * e->W;
+    return e->tax == 2 ? (c * e->T + t) * HW : (t * e->C + c) * HW;
+}
+
+/* Sample a (the input's layout) reduced over the colour channels into dst (T*H*W). */
+static void reduce_channels(const stx_explainer *e, const float *a, stx_reduce how, double *dst) {
+    int64_t HW = e->H * e->W;
+    for (int64_t t = 0; t < e->T; t++)
+        for (int64_t u = 0; u < HW; u++) {
+            double r = 0;
+            for (int64_t c = 0; c < e->C; c++) {
+                double v = a[plane_of(e, c, t) + u];
+                switch (how) {
+                case STX_REDUCE_ABS_SUM:
+                    r += fabs(v);
+                    break;
+                case STX_REDUCE_MAX_ABS:
+                    r = fabs(v) > r ? fabs(v) : r;
+                    break;
+                case STX_REDUCE_L2:
+                    r += v * v;
+                    break;
+                default:
+                    r += v;
+                }
+            }
+            dst[t * HW + u] = how == STX_REDUCE_L2 ? sqrt(r) : r;
+        }
+}
+
+/* SWAG-V: the mean of the saliency (|gradient| summed over channels, in map) over each of the
+ * sample's supervoxels, painted back to its voxels. */
+static void swag_map(stx_explainer *e, const float *x, double *map) {
+    const int64_t HW = e->H * e->W, THW = e->T * HW;
+    const int64_t cs = e->tax == 2 ? e->T * HW : HW, ts = e->tax == 2 ? HW : e->C * HW;
+    int64_t K =
+        stx__slic(&e->slic, x, cs, ts, e->slic_norm ? e->slic_scale : NULL, e->slic_shift, e->seg);
+    memset(e->w, 0, sizeof(double) * (size_t)K);
+    memset(e->scores, 0, sizeof(double) * (size_t)K);
+    for (int64_t u = 0; u < THW; u++) {
+        e->w[e->seg[u]] += map[u];
+        e->scores[e->seg[u]] += 1;
+    }
+    for (int64_t u = 0; u < THW; u++) map[u] = e->w[e->seg[u]] / e->scores[e->seg[u]];
+}
+
+/* Dense methods: the attribution (or token relevance) of the whole batch, then per sample its
+ * reduction (or upsampling) into the map. */
+static stx_status run_dense(stx_explainer *e, const stx_tensor *input, stx_tensor **map) {
+    const int64_t THW = e->T * e->H * e->W;
+    float *out = e->map->data;
+    stx_status st;
+    e->have_totals = false;
+    if (e->attn) {
+        const layer_view *lv = &e->lv;
+        int64_t P = lv->T * lv->H * lv->W, mapP = stx__numel(e->map->dims, 4) / e->N;
+        st = stx__attn_run(e->attn, input, e->targets, e->frames, &e->err, e->L);
+        if (st) return st;
+        for (int64_t n = 0; n < e->N; n++) {
+            const double *res = e->L + n * P;
+            if (e->o.upsample != STX_UPSAMPLE_NONE) {
+                upsample_into(e, res, e->up, e->o.upsample);
+                res = e->up;
+            }
+            for (int64_t u = 0; u < mapP; u++) {
+                if (!isfinite(res[u]))
+                    return stx__errf(&e->err, STX_E_NUMERIC,
+                                     "the %s map of sample %lld has a non-finite value at %lld",
+                                     method_names[e->method], (long long)n, (long long)u);
+                out[n * mapP + u] = (float)res[u];
+            }
+        }
+        *map = e->map;
+        return STX_OK;
+    }
+    if (e->lrp)
+        st = stx__lrp_run(e->lrp, input, e->targets, e->frames, &e->err, e->raw, e->tot_expect,
+                          e->tot_attr);
+    else
+        st = stx__grad_run(e->grad, input, e->targets, e->frames, e->bclip, &e->err, e->raw,
+                           e->tot_attr, e->tot_expect);
+    if (st) return st;
+    e->have_totals = e->method == M_IG || e->method == M_LRP;
+    for (int64_t n = 0; n < e->N; n++)
+        for (int64_t i = 0; i < e->sample_numel; i++)
+            if (!isfinite(e->raw[n * e->sample_numel + i]))
+                return stx__errf(&e->err, STX_E_NUMERIC,
+                                 "the %s attribution of sample %lld has a non-finite value at "
+                                 "input element %lld",
+                                 method_names[e->method], (long long)n, (long long)i);
+    if (e->o.reduce == STX_REDUCE_NONE && e->method != M_SWAG) {
+        memcpy(out, e->raw, sizeof(float) * (size_t)(e->N * e->sample_numel));
+        *map = e->map;
+        return STX_OK;
+    }
+    for (int64_t n = 0; n < e->N; n++) {
+        const float *xs = (const float *)input->data + n * e->sample_numel;
+        if (e->method == M_SWAG) {
+            reduce_channels(e, e->raw + n * e->sample_numel, STX_REDUCE_ABS_SUM, e->up);
+            swag_map(e, xs, e->up);
+        } else {
+            reduce_channels(e, e->raw + n * e->sample_numel, e->o.reduce, e->up);
+        }
+        for (int64_t u = 0; u < THW; u++) out[n * THW + u] = (float)e->up[u];
+    }
+    *map = e->map;
+    return STX_OK;
+}
+
 stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const int64_t *targets,
                              const int64_t *frames, stx_tensor **map) {
     if (!e || !input || !map) return STX_E_INVALID;
@@ -1172,6 +1510,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
         e->targets[n] = c;
         e->frames[n] = f;
     }
+    if (dense_method(e->method)) return run_dense(e, input, map);
     if (layer_free(e->method)) return run_perturb(e, input, map);
     const layer_view *lv = &e->lv;
     int64_t K = lv->K, P = lv->T * lv->H * lv->W, NKP = e->N * K * P;
@@ -1223,6 +1562,11 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
             if (st) return st;
         }
     }
+    if (e->method == M_GUIDED_GRADCAM) {
+        st =
+            stx__grad_run(e->grad, input, e->targets, e->frames, NULL, &e->err, e->raw, NULL, NULL);
+        if (st) return st;
+    }
     /* per-sample perturbation scores and maps */
     int64_t done = 0, total = 0;
     if (score_family(e->method)) {
@@ -1244,6 +1588,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
             stx__cam_cam(&cm, e->w, e->L);
             break;
         case M_GRADCAM:
+        case M_GUIDED_GRADCAM:
             stx__cam_gradcam(&cm, e->w, e->L);
             break;
         case M_GRADCAM_FRAME:
@@ -1287,6 +1632,26 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
         if (e->o.upsample != STX_UPSAMPLE_NONE) {
             upsample_into(e, e->L, e->up, e->o.upsample);
             res = e->up;
+        }
+        if (e->method == M_GUIDED_GRADCAM) { /* guided backprop times the upsampled map */
+            float *gb = e->raw + n * e->sample_numel;
+            int64_t HW = e->H * e->W;
+            for (int64_t c = 0; c < e->C; c++)
+                for (int64_t t = 0; t < e->T; t++)
+                    for (int64_t u = 0; u < HW; u++)
+                        gb[plane_of(e, c, t) + u] *= (float)res[t * HW + u];
+            if (e->o.reduce == STX_REDUCE_NONE) {
+                for (int64_t i = 0; i < e->sample_numel; i++)
+                    if (!isfinite(gb[i]))
+                        return stx__errf(&e->err, STX_E_NUMERIC,
+                                         "the guided-gradcam map of sample %lld has a non-finite "
+                                         "value at input element %lld",
+                                         (long long)n, (long long)i);
+                memcpy(out + n * e->sample_numel, gb, sizeof(float) * (size_t)e->sample_numel);
+                continue;
+            }
+            reduce_channels(e, gb, e->o.reduce, e->work);
+            res = e->work;
         }
         for (int64_t u = 0; u < mapP; u++) {
             if (!isfinite(res[u]))

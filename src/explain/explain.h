@@ -189,4 +189,61 @@ void stx__extremal_free(stx_extremal *x);
 stx_status stx__extremal_run(stx_extremal *x, const float *clip, int64_t target, int64_t frame,
                              const stx_extremal_progress *pg, stx_err *err, double *map);
 
+/* ---- dense attributions: gradient family (gradient.c), LRP (lrp.c), transformers (attention.c) */
+
+/* What a dense method's plan needs of the explainer (validated input shape and options). */
+typedef struct stx_dense_spec {
+    stx_model *m;
+    stx_context *ctx; /* errors at creation go to ctx->err */
+    const stx_explain_options *o;
+    const int64_t *shape; /* the input's 5 axes, N first */
+    int tax, cax;         /* axes of time and colour: 2, 1 (NCTHW) or 1, 2 (NTCHW) */
+    int out_index;        /* graph output holding the class scores */
+    int num_threads;
+    int token_grid[3]; /* T', H', W' of a transformer's tokens (0s: unknown) */
+} stx_dense_spec;
+
+/* Gradient family: input gradients of the target score, combined as the method says. */
+enum {
+    STX_GRAD_SALIENCY, /* the gradient */
+    STX_GRAD_GXI,      /* gradient x input */
+    STX_GRAD_IG,       /* Integrated Gradients */
+    STX_GRAD_SMOOTH,   /* SmoothGrad: mean gradient over noisy copies */
+    STX_GRAD_SMOOTH_SQ,
+    STX_GRAD_VAR,
+    STX_GRAD_GUIDED, /* guided backpropagation (ReLU rule) */
+    STX_GRAD_DECONV  /* deconvnet (ReLU rule) */
+};
+typedef struct stx_grad stx_grad;
+stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out);
+void stx__grad_free(stx_grad *g);
+/* The attribution of every input element of the batch x (x's shape and layout) into attr. ig:
+ * base is the baseline clip for STX_BASELINE_CLIP (one sample), attributed[n] the sum of attr
+ * over sample n and expected[n] = f(x_n) - f(baseline_n) (both may be NULL). */
+stx_status stx__grad_run(stx_grad *g, const stx_tensor *x, const int64_t *targets,
+                         const int64_t *frames, const float *base, stx_err *err, float *attr,
+                         double *attributed, double *expected);
+
+/* LRP: a reverse-mode session whose backward rules propagate relevance. */
+typedef struct stx_lrp stx_lrp;
+stx_status stx__lrp_create(const stx_dense_spec *sp, stx_lrp **out);
+void stx__lrp_free(stx_lrp *l);
+/* Relevance of every input element of the batch x for class targets[n] at frames[n] (-1: the
+ * score summed over the frames of a per-frame output) into rel (x's shape and layout);
+ * seeded[n]: the relevance put at the output, total[n]: the sum of rel over sample n. */
+stx_status stx__lrp_run(stx_lrp *l, const stx_tensor *x, const int64_t *targets,
+                        const int64_t *frames, stx_err *err, float *rel, double *seeded,
+                        double *total);
+
+/* Transformer methods over the attention maps found in the graph. */
+enum { STX_ATTN_ROLLOUT, STX_ATTN_TRANSFORMER_ATTRIBUTION, STX_ATTN_GENERIC };
+typedef struct stx_attn stx_attn;
+stx_status stx__attn_create(const stx_dense_spec *sp, int method, stx_attn **out);
+void stx__attn_free(stx_attn *a);
+/* The token grid T', H', W' of the relevance. */
+void stx__attn_grid(const stx_attn *a, int64_t grid[3]);
+/* Token relevance (N x T'*H'*W', row-major t, h, w) of the batch x for the targets. */
+stx_status stx__attn_run(stx_attn *a, const stx_tensor *x, const int64_t *targets,
+                         const int64_t *frames, stx_err *err, double *rel);
+
 #endif
