@@ -62,7 +62,7 @@ static void explain_usage(FILE *f) {
         "  --reduce R      channels to one map: sum (default), abs-sum, max-abs, l2, or none\n"
         "                  (the raw signed attribution with the input's shape)\n"
         "  --steps K       ig: quadrature points (50), as Captum's n_steps\n"
-        "  --schedule S    ig: gauss-legendre (default), left, right, middle, trapezoid\n"
+        "  --schedule S    ig: middle (default), gauss-legendre, left, right, trapezoid\n"
         "  --baseline B    ig: zero (default), mean, blur, blur3d, noise or a .npy clip\n"
         "  --samples n, --noise f  smoothgrad, smoothgrad-sq, vargrad: noisy copies (25)\n"
         "                  and their standard deviation as a fraction of the clip's range (0.15)\n"
@@ -405,7 +405,7 @@ int cmd_explain(int argc, char **argv) {
             else
                 eo.reduce = (stx_reduce)k;
         } else if (strcmp(a, "--schedule") == 0) {
-            static const char *const sn[] = {"gauss-legendre", "left", "right", "middle",
+            static const char *const sn[] = {"middle", "gauss-legendre", "left", "right",
                                              "trapezoid"};
             int k = -1;
             if (++i < argc)
@@ -413,7 +413,7 @@ int cmd_explain(int argc, char **argv) {
                     if (strcmp(argv[i], sn[j]) == 0) k = j;
             if (k < 0)
                 rc =
-                    cli_fail("--schedule must be gauss-legendre, left, right, middle or trapezoid");
+                    cli_fail("--schedule must be middle, gauss-legendre, left, right or trapezoid");
             else
                 eo.schedule = (stx_ig_schedule)k;
         } else if (strcmp(a, "--noise-file") == 0) {
@@ -612,7 +612,7 @@ int cmd_explain(int argc, char **argv) {
     int64_t grid[4];
     stx_explainer_layer(e, &tensor, &module, &how, grid);
     if (!tensor)
-        printf("layer: none (perturbation method)\n");
+        printf("layer: none (the method needs no target layer)\n");
     else
         printf("layer: %s%s%s%s (%s; %lld channels, grid %lldx%lldx%lld)\n",
                module ? module : tensor, module ? " (tensor " : "", module ? tensor : "",

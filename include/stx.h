@@ -591,12 +591,14 @@ typedef enum {
 } stx_reduce;
 
 /* Integrated Gradients' quadrature over alpha in [0, 1] with `steps` points, as Captum's
- * `method`: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid. */
+ * `method`: riemann_middle, gausslegendre (Captum's default), riemann_left, riemann_right,
+ * riemann_trapezoid. The default is the midpoint rule: the path integrands of ReLU and attention
+ * networks have kinks, where Gauss-Legendre's nodes converge slowly (docs/gradient.md). */
 typedef enum {
-    STX_IG_GAUSS_LEGENDRE = 0,
-    STX_IG_LEFT = 1,
-    STX_IG_RIGHT = 2,
-    STX_IG_MIDDLE = 3,
+    STX_IG_MIDDLE = 0,
+    STX_IG_GAUSS_LEGENDRE = 1,
+    STX_IG_LEFT = 2,
+    STX_IG_RIGHT = 3,
     STX_IG_TRAPEZOID = 4
 } stx_ig_schedule;
 
@@ -667,7 +669,7 @@ typedef struct stx_explain_options {
      * baseline/baseline_clip: ig's baseline (zero, mean, blur, blur3d, noise or a clip);
      * batch: interpolants or noisy copies per backward (default 16). */
     stx_reduce reduce;        /* default sum; none: (N, ...) the input's shape and layout */
-    stx_ig_schedule schedule; /* ig: default Gauss-Legendre (Captum's default) */
+    stx_ig_schedule schedule; /* ig: default the midpoint rule (see stx_ig_schedule) */
     /* smoothgrad family: NULL, or float32 (S, one sample's shape) standard-normal draws e_s used
      * instead of seeded ones: copy s of sample n is x_n + sigma_n * e_s (S copies; samples is
      * then ignored). Lets a test or a comparison use the very same noise. */

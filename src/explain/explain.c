@@ -211,7 +211,7 @@ stx_explain_options stx_explain_options_default(void) {
     o.steps = 0;
     o.precision = STX_PRECISION_FP32;
     o.reduce = STX_REDUCE_SUM;
-    o.schedule = STX_IG_GAUSS_LEGENDRE;
+    o.schedule = STX_IG_MIDDLE;
     o.epsilon = -1.0f;
     o.gamma = -1.0f;
     o.head_fusion = STX_HEADS_MEAN;
