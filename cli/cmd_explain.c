@@ -74,6 +74,14 @@ static void explain_usage(FILE *f) {
         "                  alpha2beta1, zplus, wsquare, flat, zbox (docs/lrp.md)\n"
         "  --epsilon e, --gamma g  lrp rule parameters (1e-6, 0.25)\n"
         "  --zbox LO,HI    lrp zbox input bounds (default: the valid pixel box)\n"
+        "two-stage models (a frame model, then a temporal model on its features, e.g. a CNN and\n"
+        "an MS-TCN): MODEL is the temporal model (layout NCT), INPUT the frames (uint8\n"
+        "(T,H,W,3), or the frame model's float32 input (T,C,H,W)):\n"
+        "  --frame-model M  the frame model; --method: the temporal method (default\n"
+        "                  gradxinput); -o: (1,T,H,W) pixels x gradient through both models\n"
+        "                  at the top frames\n"
+        "  --top-frames k  frames given a spatial map (5)\n"
+        "  --temporal-out F.npy  the attribution over (feature, time), (F,T)\n"
         "transformer methods (rollout, transformer-attribution, generic-attention):\n"
         "  --head-fusion F  rollout: mean (default), max or min over heads\n"
         "  --discard-ratio r  rollout: fraction of the lowest attentions dropped (0)\n"
@@ -164,6 +172,82 @@ static bool parse_areas(const char *s, float a[4], int *n) {
     return true;
 }
 
+/* `stx explain TEMPORAL FRAMES --frame-model FRAME`: stx_explain_chain. */
+static int explain_chain(const char *tpath, const char *fpath, const char *input,
+                         const char *target, long frame, long threads, long top_frames,
+                         stx_explain_options *eo, const char *noise_file, const char *baseline_file,
+                         const char *out, const char *temporal_out, const cli_facts *facts) {
+    stx_context *ctx = NULL;
+    stx_model *tm = NULL, *fm = NULL;
+    stx_tensor *x = NULL, *noise = NULL, *bclip = NULL;
+    stx_chain_result r;
+    memset(&r, 0, sizeof r);
+    cli_resolved tres, fres;
+    cli_facts none = {0};
+    int64_t tg = -1;
+    int rc;
+    if ((rc = cli_context((int)threads, &ctx))) goto done;
+    if ((rc = cli_load_model(ctx, tpath, &tm)) || (rc = cli_load_model(ctx, fpath, &fm))) goto done;
+    if ((rc = cli_resolve_facts(tm, facts, true, &tres)) ||
+        (rc = cli_resolve_facts(fm, &none, true, &fres)))
+        goto done;
+    if ((rc = cli_parse_targets(target, &tres, &tg, 1))) goto done;
+    fres.pre.layout = "NCHW";
+    if ((rc = cli_load_input(ctx, input, &fres, &x))) goto done;
+    if (noise_file && stx_tensor_load_npy(ctx, noise_file, &noise) != STX_OK) {
+        rc = cli_fail("--noise-file: %s", stx_context_last_error(ctx));
+        goto done;
+    }
+    if (baseline_file && stx_tensor_load_npy(ctx, baseline_file, &bclip) != STX_OK) {
+        rc = cli_fail("--baseline: %s", stx_context_last_error(ctx));
+        goto done;
+    }
+    eo->noise_samples = noise;
+    eo->baseline_clip = bclip;
+    stx_chain_options co = stx_chain_options_default();
+    co.top_frames = (int)top_frames;
+    double t0 = cli_now_ms();
+    if (stx_explain_chain(fm, tm, x, tg, frame >= 0 ? frame : -1, eo, &co, &r) != STX_OK) {
+        rc = cli_fail("%s", stx_context_last_error(ctx));
+        goto done;
+    }
+    double t1 = cli_now_ms();
+    const char *name = cli_class_name(&tres, r.target);
+    printf("class %lld%s%s%s at frame %ld: score %.4f\n", (long long)r.target, name ? " " : "",
+           name ? name : "", tg < 0 ? " (top)" : "", frame, r.score);
+    const int64_t *top = stx_tensor_data(r.top);
+    const float *curve = stx_tensor_data(r.curve);
+    printf("frames that matter most (%s over features):", eo->method);
+    for (int64_t j = 0; j < stx_tensor_shape(r.top)[0]; j++)
+        printf(" %lld (%.4g)", (long long)top[j], (double)curve[top[j]]);
+    printf("\n");
+    const int64_t *ss = stx_tensor_shape(r.spatial);
+    int64_t vs[4] = {1, ss[0], ss[1], ss[2]};
+    if (out) {
+        if (stx_tensor_reshape(r.spatial, vs, 4) != STX_OK ||
+            stx_tensor_save_npy(ctx, r.spatial, out) != STX_OK) {
+            rc = cli_fail("%s", stx_context_last_error(ctx));
+            goto done;
+        }
+    }
+    if (temporal_out && stx_tensor_save_npy(ctx, r.temporal, temporal_out) != STX_OK) {
+        rc = cli_fail("%s", stx_context_last_error(ctx));
+        goto done;
+    }
+    printf("map: 1x%lldx%lldx%lld float32%s%s\n", (long long)vs[1], (long long)vs[2],
+           (long long)vs[3], out ? " -> " : " (not saved: give -o OUT.npy)", out ? out : "");
+    printf("time_ms: %.1f\n", t1 - t0);
+done:
+    stx_chain_result_free(&r);
+    stx_tensor_free(x);
+    stx_tensor_free(noise);
+    stx_tensor_free(bclip);
+    stx_model_free(tm);
+    stx_model_free(fm);
+    stx_context_free(ctx);
+    return rc;
+}
+
 int cmd_explain(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *out = NULL, *target = "top";
     stx_explain_options eo = stx_explain_options_default();
@@ -178,7 +262,9 @@ int cmd_explain(int argc, char **argv) {
     const char *preset = NULL;
     long size = 0, crop_h = 0, crop_w = 0, lv;
     bool video_flags = false, bgr = false;
-    const char *baseline_file = NULL, *noise_file = NULL;
+    const char *baseline_file = NULL, *noise_file = NULL, *frame_model = NULL, *temporal_out = NULL;
+    long top_frames = 5;
+    bool method_set = false;
     stx_tensor *bclip = NULL, *noise = NULL;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
@@ -201,6 +287,7 @@ int cmd_explain(int argc, char **argv) {
                 rc = cli_fail("--method needs a name (try 'stx explain --help')");
             else
                 eo.method = argv[i];
+            method_set = true;
         } else if (strcmp(a, "--layer") == 0) {
             if (++i >= argc || !argv[i][0])
                 rc = cli_fail("--layer needs a tensor name or a module path");
@@ -394,6 +481,16 @@ int cmd_explain(int argc, char **argv) {
                 rc = cli_fail("--steps needs a count in [1, 100000]");
             else
                 eo.steps = (int)lv;
+        } else if (strcmp(a, "--frame-model") == 0 || strcmp(a, "--temporal-out") == 0) {
+            if (++i >= argc || !argv[i][0])
+                rc = cli_fail("%s needs a file name", a);
+            else if (a[2] == 'f')
+                frame_model = argv[i];
+            else
+                temporal_out = argv[i];
+        } else if (strcmp(a, "--top-frames") == 0) {
+            if (++i >= argc || !cli_parse_int(argv[i], 0, 1L << 30, &top_frames))
+                rc = cli_fail("--top-frames needs a count >= 0");
         } else if (strcmp(a, "--reduce") == 0) {
             static const char *const rn[] = {"sum", "abs-sum", "max-abs", "l2", "none"};
             int k = -1;
@@ -508,6 +605,20 @@ int cmd_explain(int argc, char **argv) {
         rc = 2;
     }
     if (rc) {
+        cli_facts_free(&facts);
+        return rc;
+    }
+    if (frame_model) {
+        if (vo.out_dir || video_flags) {
+            cli_facts_free(&facts);
+            return cli_fail("--frame-model takes frames in a .npy file and -o, not --out-dir or "
+                            "video flags");
+        }
+        if (!method_set) eo.method = "gradxinput";
+        eo.batch = (int)batch;
+        eo.samples = (int)samples;
+        rc = explain_chain(model, frame_model, input, target, frame, threads, top_frames, &eo,
+                           noise_file, baseline_file, out, temporal_out, &facts);
         cli_facts_free(&facts);
         return rc;
     }

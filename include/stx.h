@@ -728,6 +728,44 @@ STX_API const int64_t *stx_explainer_targets(const stx_explainer *e);
 STX_API stx_status stx_explainer_totals(const stx_explainer *e, const double **attributed,
                                         const double **expected);
 
+/* ---------------------------------------------------------------------------------------------
+ * Two-stage models: a frame model giving one feature vector per frame (input (T, C, H, W), an
+ * output (T, F)) and a temporal model on the feature sequence (input (1, F, T), layout NCT), as
+ * TeCNO's CNN and causal MS-TCN. The temporal model's score for a class at a frame is explained
+ * over (feature, time) by a gradient method, and on the pixels of the frames that matter most
+ * through both models (docs/gradient.md).
+ */
+typedef struct stx_chain_options {
+    size_t size;
+    const char *features_output; /* the frame model's feature output; NULL: "features", else the
+                                    first output of shape (T, F) */
+    int top_frames;              /* frames given a spatial map (default 5) */
+} stx_chain_options;
+
+typedef struct stx_chain_result {
+    stx_tensor *temporal; /* float32 (F, T): the method's attribution over the feature sequence */
+    stx_tensor *curve;    /* float32 (T): temporal reduced over the features (explain options'
+                             reduce; none counts as sum) */
+    stx_tensor *spatial;  /* float32 (T, H, W): pixels x d score / d pixels through both models
+                             at the top frames, reduced over colours likewise; 0 elsewhere */
+    stx_tensor *top;      /* int64 (k): the frames given a map, by decreasing |curve| (only
+                             frames whose curve is not 0: a causal model's future never) */
+    int64_t target;       /* the class explained (top at that frame when -1 was asked) */
+    double score;         /* its score */
+} stx_chain_result;
+
+STX_API stx_chain_options stx_chain_options_default(void);
+/* Explains class target (-1: the top class) at frame (-1: the score summed over frames) of the
+ * temporal model run on frame_model's features of frames (float32 (T, C, H, W), the frame model's
+ * input). eo->method picks the temporal method (saliency, gradxinput, ig, smoothgrad,
+ * smoothgrad-sq, vargrad, guided-backprop, deconvnet; with its options). Errors on the frame
+ * model's context. *out (its tensors owned by the caller) is freed with stx_chain_result_free. */
+STX_API stx_status stx_explain_chain(stx_model *frame_model, stx_model *temporal_model,
+                                     const stx_tensor *frames, int64_t target, int64_t frame,
+                                     const stx_explain_options *eo, const stx_chain_options *co,
+                                     stx_chain_result *out);
+STX_API void stx_chain_result_free(stx_chain_result *r);
+
 #ifdef __cplusplus
 }
 #endif

@@ -103,6 +103,10 @@ static bool layer_free(int m) {
 static bool dense_method(int m) {
     return m >= M_SALIENCY && m != M_GUIDED_GRADCAM;
 }
+/* Methods that explain a feature sequence (NCT) as well as a clip. */
+static bool nct_method(int m) {
+    return m >= M_SALIENCY && m <= M_DECONVNET;
+}
 static bool attention_method(int m) {
     return m >= M_ROLLOUT;
 }
@@ -145,8 +149,11 @@ struct stx_explainer {
     stx_err err;
     int method;
     stx_explain_options o;
-    int64_t shape[STX_MAX_RANK];
+    int64_t shape[STX_MAX_RANK]; /* the input's 5 axes (NCT: N, C, T, 1, 1) */
     int rank;
+    int64_t mshape[STX_MAX_RANK]; /* the model's input shape (NCT: rank 3) */
+    int mrank;
+    bool nct;              /* a sequence of feature vectors (layout NCT) */
     int64_t N, T, H, W, C; /* input batch, frames, frame size, colours */
     int tax, cax;          /* axes of time and colour in the input */
     int64_t sample_numel;  /* input elements per sample */
@@ -433,16 +440,16 @@ static stx_status check_baseline(stx_explainer *e) {
         bool ok =
             b && b->dtype == STX_DTYPE_FLOAT && stx__numel(b->dims, b->rank) == e->sample_numel;
         if (ok) { /* one sample's axes, with or without a leading 1 */
-            int off = b->rank == e->rank ? 1 : 0;
-            ok = b->rank == e->rank - 1 + off && (!off || b->dims[0] == 1);
-            for (int k = 1; ok && k < e->rank; k++) ok = b->dims[k - 1 + off] == e->shape[k];
+            int off = b->rank == e->mrank ? 1 : 0;
+            ok = b->rank == e->mrank - 1 + off && (!off || b->dims[0] == 1);
+            for (int k = 1; ok && k < e->mrank; k++) ok = b->dims[k - 1 + off] == e->mshape[k];
         }
         if (!ok)
             return stx__errf(ce, STX_E_SHAPE,
                              "baseline clip %s %s must be float32 with one sample's shape %s",
                              b ? stx_dtype_name(b->dtype) : "(none)",
                              b ? stx__shape_str(b->dims, b->rank, sb, sizeof sb) : "",
-                             stx__shape_str(e->shape + 1, e->rank - 1, xb, sizeof xb));
+                             stx__shape_str(e->mshape + 1, e->mrank - 1, xb, sizeof xb));
         for (int64_t i = 0; i < e->sample_numel; i++)
             if (!isfinite(((const float *)b->data)[i]))
                 return stx__errf(ce, STX_E_NUMERIC, "baseline clip: non-finite value at %lld",
@@ -665,12 +672,14 @@ static stx_status create_dense(stx_explainer *e) {
     }
     stx_session_options so = stx_session_options_default();
     so.num_threads = o->num_threads;
-    stx_status st = stx_session_create(e->m, &so, e->shape, e->rank, &e->main);
+    stx_status st = stx_session_create(e->m, &so, e->mshape, e->mrank, &e->main);
     if (st) return st;
     stx_dense_spec sp = {.m = e->m,
                          .ctx = e->ctx,
                          .o = o,
                          .shape = e->shape,
+                         .mshape = e->mshape,
+                         .mrank = e->mrank,
                          .tax = e->tax,
                          .cax = e->cax,
                          .out_index = e->out_index,
@@ -721,8 +730,10 @@ static stx_status create_dense(stx_explainer *e) {
             st = stx__grad_create(&sp, grad_kind(e->method), &e->grad);
         if (st) return st;
         if (o->reduce == STX_REDUCE_NONE && e->method != M_SWAG) {
-            memcpy(ms, e->shape, sizeof(int64_t) * (size_t)e->rank);
-            mr = e->rank;
+            memcpy(ms, e->mshape, sizeof(int64_t) * (size_t)e->mrank);
+            mr = e->mrank;
+        } else if (e->nct) {
+            mr = 2; /* (N, T) */
         }
         e->raw = stx__malloc(e->ctx, sizeof(float) * (size_t)(e->N * e->sample_numel));
         e->tot_attr = dalloc(e, e->N);
@@ -808,21 +819,31 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
     stx_model_facts facts;
     stx_model_facts_get(m, &facts); /* malformed keys are simply absent here */
     const char *layout = o->layout ? o->layout : facts.layout ? facts.layout : "NCTHW";
-    if (strcmp(layout, "NCTHW") == 0) {
+    if (strcmp(layout, "NCTHW") == 0 || strcmp(layout, "NCT") == 0) {
         e->cax = 1;
         e->tax = 2;
+        e->nct = layout[3] == '\0';
     } else if (strcmp(layout, "NTCHW") == 0) {
         e->tax = 1;
         e->cax = 2;
     } else {
         st = stx__errf(ce, STX_E_UNSUPPORTED,
-                       "explanations need a clip input (layout NCTHW or NTCHW), model layout is %s",
+                       "explanations need a clip input (layout NCTHW or NTCHW) or a feature "
+                       "sequence (NCT), model layout is %s",
                        layout);
         goto fail;
     }
-    if (rank != 5) {
-        st = stx__errf(ce, STX_E_SHAPE, "input shape %s: expected 5 axes (%s)",
-                       stx__shape_str(input_shape, rank, sb, sizeof sb), layout);
+    if (rank != (e->nct ? 3 : 5)) {
+        st = stx__errf(ce, STX_E_SHAPE, "input shape %s: expected %d axes (%s)",
+                       stx__shape_str(input_shape, rank, sb, sizeof sb), e->nct ? 3 : 5, layout);
+        goto fail;
+    }
+    if (e->nct && !nct_method(e->method)) {
+        st = stx__errf(ce, STX_E_UNSUPPORTED,
+                       "%s needs a clip input (NCTHW or NTCHW); a feature sequence (NCT) is "
+                       "explained by saliency, gradxinput, ig, smoothgrad, smoothgrad-sq, vargrad, "
+                       "guided-backprop or deconvnet",
+                       method_names[e->method]);
         goto fail;
     }
     for (int k = 0; k < rank; k++) {
@@ -831,14 +852,18 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
                            stx__shape_str(input_shape, rank, sb, sizeof sb));
             goto fail;
         }
-        e->shape[k] = input_shape[k];
+        e->shape[k] = e->mshape[k] = input_shape[k];
     }
-    e->rank = rank;
+    e->rank = e->mrank = rank;
+    if (e->nct) { /* (N, C, T) is explained as (N, C, T, 1, 1) */
+        e->shape[3] = e->shape[4] = 1;
+        e->rank = 5;
+    }
     e->N = input_shape[0];
     e->T = input_shape[e->tax];
     e->C = input_shape[e->cax];
-    e->H = input_shape[3];
-    e->W = input_shape[4];
+    e->H = e->shape[3];
+    e->W = e->shape[4];
     e->sample_numel = e->T * e->C * e->H * e->W;
 
     /* output */
@@ -1031,6 +1056,8 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
                              .ctx = ctx,
                              .o = o,
                              .shape = e->shape,
+                             .mshape = e->mshape,
+                             .mrank = e->mrank,
                              .tax = e->tax,
                              .cax = e->cax,
                              .out_index = e->out_index,

@@ -196,9 +196,12 @@ typedef struct stx_dense_spec {
     stx_model *m;
     stx_context *ctx; /* errors at creation go to ctx->err */
     const stx_explain_options *o;
-    const int64_t *shape; /* the input's 5 axes, N first */
-    int tax, cax;         /* axes of time and colour: 2, 1 (NCTHW) or 1, 2 (NTCHW) */
-    int out_index;        /* graph output holding the class scores */
+    const int64_t *shape;  /* the input's 5 axes, N first (a feature sequence (N, C, T), layout
+                              NCT: N, C, T, 1, 1) */
+    const int64_t *mshape; /* the model's input shape (sessions are planned for it) */
+    int mrank;
+    int tax, cax;  /* axes of time and colour: 2, 1 (NCTHW) or 1, 2 (NTCHW) */
+    int out_index; /* graph output holding the class scores */
     int num_threads;
     int token_grid[3]; /* T', H', W' of a transformer's tokens (0s: unknown) */
 } stx_dense_spec;

@@ -186,16 +186,16 @@ stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out
         g->noise = o->noise >= 0 ? o->noise : 0.15;
         if (e) {
             char sb[128], xb[128];
-            bool ok = e->dtype == STX_DTYPE_FLOAT && e->rank == 5 && e->dims[0] >= 1 &&
+            bool ok = e->dtype == STX_DTYPE_FLOAT && e->rank == sp->mrank && e->dims[0] >= 1 &&
                       e->dims[0] <= 100000;
-            for (int k = 1; ok && k < 5; k++) ok = e->dims[k] == sp->shape[k];
+            for (int k = 1; ok && k < sp->mrank; k++) ok = e->dims[k] == sp->mshape[k];
             if (!ok) {
                 st = stx__errf(ce, STX_E_SHAPE,
                                "%s: noise samples %s %s must be float32 (S, %s) with one sample's "
                                "shape",
                                name, stx_dtype_name(e->dtype),
                                stx__shape_str(e->dims, e->rank, sb, sizeof sb),
-                               stx__shape_str(sp->shape + 1, 4, xb, sizeof xb));
+                               stx__shape_str(sp->mshape + 1, sp->mrank - 1, xb, sizeof xb));
                 goto fail;
             }
             g->K = (int)e->dims[0];
@@ -218,8 +218,8 @@ stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out
     }
     int64_t rows = g->N * g->K;
     g->B = (int)(o->batch < rows ? o->batch : rows);
-    int64_t bshape[5];
-    memcpy(bshape, sp->shape, sizeof bshape);
+    int64_t bshape[STX_MAX_RANK];
+    memcpy(bshape, sp->mshape, sizeof(int64_t) * (size_t)sp->mrank);
     bshape[0] = g->B;
     const char *wrt[2] = {"input", NULL};
     stx_session_options so = stx_session_options_default();
@@ -232,9 +232,9 @@ stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out
         so.rules = &g->rule;
         so.n_rules = 1;
     }
-    st = stx_session_create(sp->m, &so, bshape, 5, &g->s);
+    st = stx_session_create(sp->m, &so, bshape, sp->mrank, &g->s);
     if (st) goto fail;
-    g->xb = stx__tensor_new(ctx, STX_DTYPE_FLOAT, bshape, 5);
+    g->xb = stx__tensor_new(ctx, STX_DTYPE_FLOAT, bshape, sp->mrank);
     g->bt = stx__calloc(ctx, (size_t)g->B, sizeof(int64_t));
     g->bf = stx__calloc(ctx, (size_t)g->B, sizeof(int64_t));
     if (!g->xb || !g->bt || !g->bf) goto nomem;

@@ -14,6 +14,8 @@ vargrad, guided-backprop, deconvnet, guided-gradcam, swag) against independent o
     difference <= 1e-3 of the oracle's largest magnitude.
   * IG's completeness gap at 128 steps below 1 % of |f(x) - f(x')| on every zoo action model.
   * Guided Grad-CAM = the oracle's guided backpropagation x tools/cam_oracle.py's Grad-CAM.
+  * Two-stage phase models (phase_cnn -> causal phase_mstcn): the attribution over (feature,
+    time), the frames that matter most and their pixel maps through both models = PyTorch.
   * SWAG-V on a model linear in its input: the mean of |w| (summed over colours) over each of
     scikit-image's SLIC supervoxels.
   * --batch 1, 5 and 16 give the same IG and SmoothGrad maps; channel reductions as documented.
@@ -240,6 +242,50 @@ def test_swag():
           (labels.max() + 1, rel(got, want)))
 
 
+def test_chain():
+    """phase_cnn -> phase_mstcn: the temporal attribution over (feature, time) and the pixels x
+    gradient maps of the top frames, against PyTorch through both models."""
+    import torch
+    cnn, fc = cam_oracle.load_model('zoo:phase_cnn')
+    tcn, _ = cam_oracle.load_model('zoo:phase_mstcn')
+    d = np.load(os.path.join(ZOO, 'procedure_test.npz'))
+    frames = d['video'][100:140]
+    np.save(work('frames.npy'), frames)
+    x = torch.from_numpy(preprocess(frames, fc['mean'], fc['std'], 'NCHW')).requires_grad_(True)
+    feats = cnn(x)[0]
+    seq = feats.t()[None]                     # (1, F, T)
+    target, frame = 1, 30
+    for method, extra, kw in (('gradxinput', [], {}), ('ig', ['--steps', '8'], {'steps': 8})):
+        out, tout = work('chain.npy'), work('chain_t.npy')
+        p = stx(['explain', os.path.join(ZOO, 'phase_mstcn.onnx'), work('frames.npy'),
+                 '--frame-model', os.path.join(ZOO, 'phase_cnn.onnx'), '--method', method,
+                 '--target', str(target), '--frame', str(frame), '--top-frames', '4', '-o', out,
+                 '--temporal-out', tout] + extra)
+        want_t = grad_oracle.attribute(tcn, seq.detach().numpy(), method, target, frame=frame,
+                                       **kw)[0]
+        got_t = np.load(tout)
+        curve = want_t.sum(0)
+        check(rel(got_t, want_t) <= 1e-3 and np.abs(curve[frame + 1:]).max() == 0,
+              'chain %s: attribution over (feature, time) = PyTorch on the CNN\'s features: '
+              '%.1e; nothing after frame %d (causal)' % (method, rel(got_t, want_t), frame))
+        top = [int(v.split(' ')[0]) for v in
+               p.stdout.split('over features):')[1].splitlines()[0].strip().split(') ')]
+        want_top = [int(t) for t in np.argsort(-np.abs(curve), kind='stable')[:4]]
+        # pixels x d score / d pixels through both models at those frames
+        x.grad = None
+        score = tcn(feats.t()[None])[0, target, frame]
+        w = torch.zeros_like(feats)
+        g_seq, = torch.autograd.grad(score, feats, retain_graph=True)
+        w[want_top] = g_seq[want_top]
+        g_pix, = torch.autograd.grad(feats, x, grad_outputs=w, retain_graph=True)
+        want = np.zeros((1,) + (len(frames),) + frames.shape[1:3])
+        want[0] = (g_pix.double() * x.double()).sum(1).detach().numpy()
+        got = np.load(out)
+        check(top == want_top and rel(got, want) <= 1e-3,
+              'chain %s: top frames %s (PyTorch %s), spatial maps = PyTorch through both '
+              'models: %.1e' % (method, top, want_top, rel(got, want)))
+
+
 def test_batch():
     _, x = zoo_case('action_cnn_lstm')
     path = os.path.join(ZOO, 'action_cnn_lstm.onnx')
@@ -305,5 +351,5 @@ if __name__ == '__main__':
     torch.set_num_threads(2)
     harness.run([('captum', test_captum), ('oracle', test_oracle),
                  ('completeness', test_completeness), ('guided_gradcam', test_guided_gradcam),
-                 ('swag', test_swag), ('batch', test_batch), ('sanity', test_sanity),
+                 ('swag', test_swag), ('chain', test_chain), ('batch', test_batch), ('sanity', test_sanity),
                  ('errors', test_errors)], extra=('--models',))
