@@ -1468,8 +1468,21 @@ static stx_status run_dense(stx_explainer *e, const stx_tensor *input, stx_tenso
                           e->tot_attr);
     else
         st = stx__grad_run(e->grad, input, e->targets, e->frames, e->bclip, &e->err, e->raw,
-                           e->tot_attr, e->tot_expect);
+                           e->tot_attr);
     if (st) return st;
+    if (e->method == M_IG) { /* completeness: f(x) - f(baseline), one forward of the baselines */
+        stx_tensor *bt = stx__tensor_view(e->ctx, STX_DTYPE_FLOAT, e->mshape, e->mrank,
+                                          (void *)stx__grad_baselines(e->grad));
+        if (!bt) return stx__errf(&e->err, STX_E_NOMEM, "out of memory");
+        st = stx_session_run(e->main, bt, NULL);
+        stx_tensor_free(bt);
+        if (st) return sess_err(e, e->main, st);
+        const stx_tensor *yb = stx_session_output(e->main, e->out_index);
+        for (int64_t n = 0; n < e->N; n++)
+            e->tot_expect[n] =
+                stx__score_of(e->out_copy, n, e->targets[n], e->frames[n], e->o.score) -
+                stx__score_of(yb, n, e->targets[n], e->frames[n], e->o.score);
+    }
     e->have_totals = e->method == M_IG || e->method == M_LRP;
     for (int64_t n = 0; n < e->N; n++)
         for (int64_t i = 0; i < e->sample_numel; i++)
@@ -1590,8 +1603,7 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
         }
     }
     if (e->method == M_GUIDED_GRADCAM) {
-        st =
-            stx__grad_run(e->grad, input, e->targets, e->frames, NULL, &e->err, e->raw, NULL, NULL);
+        st = stx__grad_run(e->grad, input, e->targets, e->frames, NULL, &e->err, e->raw, NULL);
         if (st) return st;
     }
     /* per-sample perturbation scores and maps */

@@ -222,10 +222,12 @@ stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out
 void stx__grad_free(stx_grad *g);
 /* The attribution of every input element of the batch x (x's shape and layout) into attr. ig:
  * base is the baseline clip for STX_BASELINE_CLIP (one sample), attributed[n] the sum of attr
- * over sample n and expected[n] = f(x_n) - f(baseline_n) (both may be NULL). */
+ * over sample n (may be NULL). */
 stx_status stx__grad_run(stx_grad *g, const stx_tensor *x, const int64_t *targets,
                          const int64_t *frames, const float *base, stx_err *err, float *attr,
-                         double *attributed, double *expected);
+                         double *attributed);
+/* ig, after a run: the N baselines (x's shape). */
+const float *stx__grad_baselines(const stx_grad *g);
 
 /* LRP: a reverse-mode session whose backward rules propagate relevance. */
 typedef struct stx_lrp stx_lrp;

@@ -300,33 +300,13 @@ static void fill_row(stx_grad *g, const float *x, int64_t j, int r, stx_rng *rng
     }
 }
 
-/* f(x_n) - f(baseline_n) for every sample, through forwards of the batch session. */
-static stx_status ig_expected(stx_grad *g, const float *x, const int64_t *targets,
-                              const int64_t *frames, stx_err *err, double *expected) {
-    int64_t rows = 2 * g->N, numel = g->numel;
-    float *xb = g->xb->data;
-    for (int64_t j0 = 0; j0 < rows; j0 += g->B) {
-        int nb = (int)(rows - j0 < g->B ? rows - j0 : g->B);
-        for (int r = 0; r < g->B; r++) {
-            int64_t j = j0 + (r < nb ? r : nb - 1), n = j / 2;
-            const float *src = j % 2 ? x + n * numel : g->base + n * numel;
-            memcpy(xb + (int64_t)r * numel, src, sizeof(float) * (size_t)numel);
-        }
-        stx_status st = stx_session_run(g->s, g->xb, NULL);
-        if (st) return stx__errf(err, st, "ig: %s", stx_session_last_error(g->s));
-        const stx_tensor *y = stx_session_output(g->s, g->out_index);
-        for (int r = 0; r < nb; r++) {
-            int64_t j = j0 + r, n = j / 2;
-            double v = stx__score_of(y, r, targets[n], frames ? frames[n] : -1, g->score);
-            expected[n] += j % 2 ? v : -v;
-        }
-    }
-    return STX_OK;
+const float *stx__grad_baselines(const stx_grad *g) {
+    return g->base;
 }
 
 stx_status stx__grad_run(stx_grad *g, const stx_tensor *x, const int64_t *targets,
                          const int64_t *frames, const float *base, stx_err *err, float *attr,
-                         double *attributed, double *expected) {
+                         double *attributed) {
     const int64_t numel = g->numel, rows = g->N * g->K;
     const float *xd = x->data;
     stx_rng rng;
@@ -407,11 +387,6 @@ stx_status stx__grad_run(stx_grad *g, const stx_tensor *x, const int64_t *target
                 sum += v;
             }
             if (attributed) attributed[n] = sum;
-            if (expected) expected[n] = 0;
-        }
-        if (expected) {
-            st = ig_expected(g, xd, targets, frames, err, expected);
-            if (st) return st;
         }
     } else if (smooth_family(g->method)) {
         const double inv = 1.0 / g->K;
