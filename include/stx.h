@@ -688,9 +688,9 @@ typedef struct stx_explain_options {
     /* Transformer methods (rollout, transformer-attribution, generic-attention; docs/
      * transformers.md): attention maps are the Softmax outputs that feed a MatMul with the values.
      */
-    stx_head_fusion head_fusion; /* rollout: heads fused by mean (default), max or min */
+    stx_head_fusion head_fusion; /* heads fused by mean (default), max or min (every method) */
     float discard_ratio;         /* rollout: fraction of the lowest attentions zeroed (0) */
-    int start_layer;             /* first attention block rolled out (default 0) */
+    int start_layer;             /* first attention block used (default 0; every method) */
 } stx_explain_options;
 
 typedef struct stx_explainer stx_explainer;
