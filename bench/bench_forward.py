@@ -53,6 +53,12 @@ def run_child(cmd, env=None, timeout=None):
                 err.read().decode(errors='replace'), ru.ru_maxrss / 1024.0)
 
 
+def ms(stdout):
+    """The time_ms_best a child printed (NaN when it printed none)."""
+    m = re.search(r"time_ms_best:\s*([0-9.]+)", stdout)
+    return float(m.group(1)) if m else float("nan")
+
+
 def ensure_model(models, name):
     """(ONNX path, golden input path) of an exported model, exporting it first when missing."""
     onnx_path = os.path.join(models, name + '.onnx')

@@ -23,7 +23,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from bench_forward import ensure_model, run_child  # noqa: E402
+from bench_forward import ensure_model, ms, run_child  # noqa: E402
 
 TORCH_CHILD = r'''
 import sys, time, numpy as np, torch
@@ -56,10 +56,6 @@ for r in range(repeat + 1):
 print("time_ms_best: %.3f" % best)
 '''
 
-
-def ms(stdout):
-    m = re.search(r"time_ms_best:\s*([0-9.]+)", stdout)
-    return float(m.group(1)) if m else float("nan")
 
 
 def main():

@@ -19,13 +19,11 @@ Rows (each in its own child process; planning and model loading not timed):
 Ratios printed: stx occlusion / PyTorch occlusion (goal <= 0.33), and bf16's."""
 import argparse
 import os
-import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from bench_cam import ms  # noqa: E402
-from bench_forward import ensure_model, run_child  # noqa: E402
+from bench_forward import ensure_model, ms, run_child  # noqa: E402
 
 TORCH_CHILD = r'''
 import sys, time, numpy as np, torch

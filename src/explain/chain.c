@@ -158,18 +158,8 @@ stx_status stx_explain_chain(stx_model *fm, stx_model *tm, const stx_tensor *fra
     float *curve = out->curve->data;
     for (int64_t t = 0; t < T; t++) {
         double r = 0;
-        for (int64_t f = 0; f < F; f++) {
-            double v = ad[f * T + t];
-            if (red == STX_REDUCE_ABS_SUM)
-                r += fabs(v);
-            else if (red == STX_REDUCE_MAX_ABS)
-                r = fmax(r, fabs(v));
-            else if (red == STX_REDUCE_L2)
-                r += v * v;
-            else
-                r += v;
-        }
-        curve[t] = (float)(red == STX_REDUCE_L2 ? sqrt(r) : r);
+        for (int64_t f = 0; f < F; f++) r = stx__reduce_add(r, ad[f * T + t], red);
+        curve[t] = (float)stx__reduce_end(r, red);
     }
     /* 4. d score / d features, then through the frame model at the top frames */
     stx_session_options to = stx_session_options_default();
@@ -226,17 +216,9 @@ stx_status stx_explain_chain(stx_model *fm, stx_model *tm, const stx_tensor *fra
                 double r = 0;
                 for (int64_t c = 0; c < C; c++) {
                     int64_t i = (t * C + c) * HW + u;
-                    double v = (double)gp[i] * px[i];
-                    if (red == STX_REDUCE_ABS_SUM)
-                        r += fabs(v);
-                    else if (red == STX_REDUCE_MAX_ABS)
-                        r = fmax(r, fabs(v));
-                    else if (red == STX_REDUCE_L2)
-                        r += v * v;
-                    else
-                        r += v;
+                    r = stx__reduce_add(r, (double)gp[i] * px[i], red);
                 }
-                sp[t * HW + u] = (float)(red == STX_REDUCE_L2 ? sqrt(r) : r);
+                sp[t * HW + u] = (float)stx__reduce_end(r, red);
             }
         }
     }

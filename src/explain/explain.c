@@ -647,6 +647,20 @@ static stx_status create_perturb(stx_explainer *e) {
     return STX_OK;
 }
 
+/* What the dense methods' plans need of the explainer. */
+static stx_dense_spec dense_spec(stx_explainer *e) {
+    return (stx_dense_spec){.m = e->m,
+                            .ctx = e->ctx,
+                            .o = &e->o,
+                            .shape = e->shape,
+                            .mshape = e->mshape,
+                            .mrank = e->mrank,
+                            .tax = e->tax,
+                            .cax = e->cax,
+                            .out_index = e->out_index,
+                            .num_threads = e->o.num_threads};
+}
+
 /* Plans a dense method (gradient family, lrp, swag, transformer methods): the clean session
  * (targets) and the method's own plan; the map is (N, T, H, W), the input's shape with
  * reduce none, or the token grid with upsample none (transformer methods). */
@@ -674,16 +688,7 @@ static stx_status create_dense(stx_explainer *e) {
     so.num_threads = o->num_threads;
     stx_status st = stx_session_create(e->m, &so, e->mshape, e->mrank, &e->main);
     if (st) return st;
-    stx_dense_spec sp = {.m = e->m,
-                         .ctx = e->ctx,
-                         .o = o,
-                         .shape = e->shape,
-                         .mshape = e->mshape,
-                         .mrank = e->mrank,
-                         .tax = e->tax,
-                         .cax = e->cax,
-                         .out_index = e->out_index,
-                         .num_threads = o->num_threads};
+    stx_dense_spec sp = dense_spec(e);
     e->how = "none";
     e->lv.K = 1;
     e->lv.T = e->T;
@@ -1052,16 +1057,7 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
                            "or nearest) and reduce must be sum, abs-sum, max-abs, l2 or none");
             goto fail;
         }
-        stx_dense_spec sp = {.m = m,
-                             .ctx = ctx,
-                             .o = o,
-                             .shape = e->shape,
-                             .mshape = e->mshape,
-                             .mrank = e->mrank,
-                             .tax = e->tax,
-                             .cax = e->cax,
-                             .out_index = e->out_index,
-                             .num_threads = o->num_threads};
+        stx_dense_spec sp = dense_spec(e);
         st = stx__grad_create(&sp, STX_GRAD_GUIDED, &e->grad);
         if (st) goto fail;
         e->raw = stx__malloc(ctx, sizeof(float) * (size_t)(e->N * e->sample_numel));
@@ -1386,6 +1382,19 @@ static stx_status run_perturb(stx_explainer *e, const stx_tensor *input, stx_ten
     return STX_OK;
 }
 
+/* Sample n's map (mapP values) into out, refusing non-finite values. */
+static stx_status store_map(stx_explainer *e, int64_t n, const double *res, int64_t mapP,
+                            float *out) {
+    for (int64_t u = 0; u < mapP; u++) {
+        if (!isfinite(res[u]))
+            return stx__errf(&e->err, STX_E_NUMERIC,
+                             "the %s map of sample %lld has a non-finite value at %lld",
+                             method_names[e->method], (long long)n, (long long)u);
+        out[n * mapP + u] = (float)res[u];
+    }
+    return STX_OK;
+}
+
 /* Offset of the (channel c, frame t) plane in one input sample. */
 static int64_t plane_of(const stx_explainer *e, int64_t c, int64_t t) {
     int64_t HW = e->H * e->W;
@@ -1398,23 +1407,9 @@ static void reduce_channels(const stx_explainer *e, const float *a, stx_reduce h
     for (int64_t t = 0; t < e->T; t++)
         for (int64_t u = 0; u < HW; u++) {
             double r = 0;
-            for (int64_t c = 0; c < e->C; c++) {
-                double v = a[plane_of(e, c, t) + u];
-                switch (how) {
-                case STX_REDUCE_ABS_SUM:
-                    r += fabs(v);
-                    break;
-                case STX_REDUCE_MAX_ABS:
-                    r = fabs(v) > r ? fabs(v) : r;
-                    break;
-                case STX_REDUCE_L2:
-                    r += v * v;
-                    break;
-                default:
-                    r += v;
-                }
-            }
-            dst[t * HW + u] = how == STX_REDUCE_L2 ? sqrt(r) : r;
+            for (int64_t c = 0; c < e->C; c++)
+                r = stx__reduce_add(r, a[plane_of(e, c, t) + u], how);
+            dst[t * HW + u] = stx__reduce_end(r, how);
         }
 }
 
@@ -1452,13 +1447,8 @@ static stx_status run_dense(stx_explainer *e, const stx_tensor *input, stx_tenso
                 upsample_into(e, res, e->up, e->o.upsample);
                 res = e->up;
             }
-            for (int64_t u = 0; u < mapP; u++) {
-                if (!isfinite(res[u]))
-                    return stx__errf(&e->err, STX_E_NUMERIC,
-                                     "the %s map of sample %lld has a non-finite value at %lld",
-                                     method_names[e->method], (long long)n, (long long)u);
-                out[n * mapP + u] = (float)res[u];
-            }
+            st = store_map(e, n, res, mapP, out);
+            if (st) return st;
         }
         *map = e->map;
         return STX_OK;
@@ -1692,13 +1682,8 @@ stx_status stx_explainer_run(stx_explainer *e, const stx_tensor *input, const in
             reduce_channels(e, gb, e->o.reduce, e->work);
             res = e->work;
         }
-        for (int64_t u = 0; u < mapP; u++) {
-            if (!isfinite(res[u]))
-                return stx__errf(&e->err, STX_E_NUMERIC,
-                                 "the %s map of sample %lld has a non-finite value at %lld",
-                                 method_names[e->method], (long long)n, (long long)u);
-            out[n * mapP + u] = (float)res[u];
-        }
+        st = store_map(e, n, res, mapP, out);
+        if (st) return st;
     }
     *map = e->map;
     return STX_OK;

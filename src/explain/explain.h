@@ -4,6 +4,8 @@
 
 #include "../core/core.h"
 
+#include <math.h>
+
 /* ---- upsampling (upsample.c) ------------------------------------------------------------ */
 
 /* Resizes a (ti, hi, wi) volume to (to, ho, wo). Trilinear is separable linear interpolation with
@@ -228,6 +230,23 @@ stx_status stx__grad_run(stx_grad *g, const stx_tensor *x, const int64_t *target
                          double *attributed);
 /* ig, after a run: the N baselines (x's shape). */
 const float *stx__grad_baselines(const stx_grad *g);
+
+/* Channel reductions (stx_reduce): fold values v into r (starting at 0), then finish. */
+static inline double stx__reduce_add(double r, double v, stx_reduce how) {
+    switch (how) {
+    case STX_REDUCE_ABS_SUM:
+        return r + fabs(v);
+    case STX_REDUCE_MAX_ABS:
+        return fabs(v) > r ? fabs(v) : r;
+    case STX_REDUCE_L2:
+        return r + v * v;
+    default:
+        return r + v;
+    }
+}
+static inline double stx__reduce_end(double r, stx_reduce how) {
+    return how == STX_REDUCE_L2 ? sqrt(r) : r;
+}
 
 /* LRP: a reverse-mode session whose backward rules propagate relevance. */
 typedef struct stx_lrp stx_lrp;

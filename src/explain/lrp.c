@@ -1060,37 +1060,15 @@ stx_status stx__lrp_create(const stx_dense_spec *sp, stx_lrp **out) {
             l->logit_v = pn->in[0];
         }
     }
-    /* rules for every op type we handle (the dispatcher looks the node up) */
-    static const char *const rule_ops[] = {"Conv",
-                                           "ConvTranspose",
-                                           "Gemm",
-                                           "MatMul",
-                                           "Add",
-                                           "Sub",
-                                           "Sum",
-                                           "Mul",
-                                           "Div",
-                                           "AveragePool",
-                                           "GlobalAveragePool",
-                                           "ReduceMean",
-                                           "ReduceSum",
-                                           "Softmax",
-                                           "LogSoftmax",
-                                           "Relu",
-                                           "LeakyRelu",
-                                           "Elu",
-                                           "Selu",
-                                           "Clip",
-                                           "Sigmoid",
-                                           "Tanh",
-                                           "Softplus",
-                                           "HardSigmoid",
-                                           "Gelu",
-                                           "BatchNormalization",
-                                           "LSTM",
-                                           NULL};
-    for (int k = 0; rule_ops[k]; k++)
-        l->rules[l->n_rules++] = (stx_backward_rule){rule_ops[k], lrp_rule, l};
+    /* rules for every op type we handle (the dispatcher looks the node up): the linear and
+     * proportional ones, the pools, the activations that pass relevance, and LSTM */
+    static const char *const rule_ops[] = {
+        "Conv", "ConvTranspose", "Gemm",    "MatMul",     "Add",  "Sub", "Sum",
+        "Mul",  "Div",           "Softmax", "LogSoftmax", "LSTM", NULL};
+    const char *const *lists[3] = {rule_ops, pool_ops, pass_ops};
+    for (int j = 0; j < 3; j++)
+        for (int k = 0; lists[j][k]; k++)
+            l->rules[l->n_rules++] = (stx_backward_rule){lists[j][k], lrp_rule, l};
     const char *wrt[2] = {"input", NULL};
     stx_session_options so = stx_session_options_default();
     so.num_threads = sp->num_threads;
