@@ -208,13 +208,17 @@ static int explain_chain(const char *tpath, const char *fpath, const char *input
     co.top_frames = (int)top_frames;
     double t0 = cli_now_ms();
     if (stx_explain_chain(fm, tm, x, tg, frame >= 0 ? frame : -1, eo, &co, &r) != STX_OK) {
-        rc = cli_fail("%s", stx_context_last_error(ctx));
+        rc = cli_fail("%s with %s: %s", tpath, fpath, stx_context_last_error(ctx));
         goto done;
     }
     double t1 = cli_now_ms();
     const char *name = cli_class_name(&tres, r.target);
-    printf("class %lld%s%s%s at frame %ld: score %.4f\n", (long long)r.target, name ? " " : "",
-           name ? name : "", tg < 0 ? " (top)" : "", frame, r.score);
+    if (frame >= 0)
+        printf("class %lld%s%s%s at frame %ld: score %.4f\n", (long long)r.target, name ? " " : "",
+               name ? name : "", tg < 0 ? " (top)" : "", frame, r.score);
+    else
+        printf("class %lld%s%s%s summed over frames: score %.4f\n", (long long)r.target,
+               name ? " " : "", name ? name : "", tg < 0 ? " (top)" : "", r.score);
     const int64_t *top = stx_tensor_data(r.top);
     const float *curve = stx_tensor_data(r.curve);
     printf("frames that matter most (%s over features):", eo->method);

@@ -284,6 +284,18 @@ def test_chain():
         check(top == want_top and rel(got, want) <= 1e-3,
               'chain %s: top frames %s (PyTorch %s), spatial maps = PyTorch through both '
               'models: %.1e' % (method, top, want_top, rel(got, want)))
+    for model, extra, want in (('action_r3d', [], 'feature sequence'),
+                               ('phase_mstcn', ['--method', 'gradcam'], 'clip input')):
+        out = work('chain_err.npy')
+        if os.path.exists(out):
+            os.remove(out)
+        p = stx(['explain', os.path.join(ZOO, model + '.onnx'), work('frames.npy'),
+                 '--frame-model', os.path.join(ZOO, 'phase_cnn.onnx'), '-o', out] + extra,
+                ok=False)
+        lines = p.stderr.strip().splitlines()
+        check(p.returncode != 0 and len(lines) == 1 and want in lines[0] and
+              not os.path.exists(out), 'chain with %s %s: one-line error, no output (%s)' %
+              (model, ' '.join(extra), p.stderr.strip()))
 
 
 def test_batch():
