@@ -729,11 +729,11 @@ static stx_status own_bwd_prepare(stx_session *s, stx_step *st, fused_conv *f,
         stx__dnnl_md_plain(&pw, f->wei_md.dims, f->wei_md.ndims, dnnl_f32) != dnnl_success ||
         !dnnl_memory_desc_equal(dsrc, &px) || !dnnl_memory_desc_equal(ddst, &py))
         return STX_OK;
-    int64_t CK = 1, OHW = 1;
+    int64_t CK = 1;
     for (int k = 1; k < f->wei_md.ndims; k++) CK *= f->wei_md.dims[k];
-    for (int k = 3; k < Y->rank; k++) OHW *= Y->dims[k];
+    /* slabs of output frames (3-D) or the whole output plane (1-D, 2-D) */
     int64_t D = Y->rank == 5 ? Y->dims[2] : 1, cap = ((int64_t)8 << 20) / CK;
-    if (Y->rank < 5) OHW = stx__numel(Y->dims + 2, Y->rank - 2);
+    int64_t OHW = stx__numel(Y->dims + (Y->rank == 5 ? 3 : 2), Y->rank == 5 ? 2 : Y->rank - 2);
     f->own_frames = cap / OHW < 1 ? 1 : cap / OHW > D ? D : cap / OHW;
     f->own_w = stx__malloc(s->ctx, sizeof(float) * (size_t)(Y->dims[1] * CK));
     f->own_col = stx__malloc(s->ctx, sizeof(float) * (size_t)(CK * f->own_frames * OHW));

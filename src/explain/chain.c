@@ -13,7 +13,7 @@
  */
 #include "explain.h"
 
-#include "../exec/session.h"
+#include "../graph/ir.h"
 
 #include <math.h>
 #include <string.h>
@@ -35,28 +35,24 @@ void stx_chain_result_free(stx_chain_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* The frame model's output holding the features: named, "features", or the first (T, F) one. */
-static int feature_output(const stx_session *s, const char *name, int64_t T, int64_t F,
-                          stx_err *err) {
-    int n = stx_session_num_outputs((stx_session *)s);
-    const stx_graph *g = &s->m->g;
-    for (int i = 0; i < n; i++) {
-        const char *oname = stx_model_output_name(s->m, i);
-        if (name ? strcmp(oname, name) == 0 : strcmp(oname, "features") == 0) return i;
+/* The frame model's output holding the features: named, "features", or the first one declared
+ * with rank 2 and F columns. */
+static stx_status feature_output(const stx_model *m, const char *name, int64_t F, stx_err *err,
+                                 int *out) {
+    int n = stx_model_num_outputs(m);
+    for (*out = 0; *out < n; ++*out)
+        if (strcmp(stx_model_output_name(m, *out), name ? name : "features") == 0) return STX_OK;
+    if (name) return stx__errf(err, STX_E_NOTFOUND, "chain: frame model: no output '%s'", name);
+    for (*out = 0; *out < n; ++*out) {
+        stx_dtype dt;
+        int64_t d[STX_MAX_RANK];
+        int r;
+        if (!stx_model_output_info(m, *out, &dt, d, &r) && r == 2 && d[1] == F) return STX_OK;
     }
-    if (name) {
-        stx__errf(err, STX_E_NOTFOUND, "frame model: no output '%s'", name);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        const stx_tensor *t = &s->vals[g->outputs[i]];
-        if (t->rank == 2 && t->dims[0] == T && t->dims[1] == F) return i;
-    }
-    stx__errf(err, STX_E_SHAPE,
-              "frame model: no output of shape (%lld, %lld) to feed the temporal model's %lld "
-              "features (name it with features_output)",
-              (long long)T, (long long)F, (long long)F);
-    return -1;
+    return stx__errf(err, STX_E_SHAPE,
+                     "chain: frame model: no output (T, %lld) to feed the temporal model's %lld "
+                     "features (name it with features_output)",
+                     (long long)F, (long long)F);
 }
 
 stx_status stx_explain_chain(stx_model *fm, stx_model *tm, const stx_tensor *frames, int64_t target,
@@ -92,19 +88,13 @@ stx_status stx_explain_chain(stx_model *fm, stx_model *tm, const stx_tensor *fra
     stx_explainer *ex = NULL;
     stx_tensor *xt = NULL, *seedw = NULL;
     stx_status st;
-    /* 1. the frame model, reverse mode to its input */
+    /* 1. the frame model, reverse mode from its feature output to its input */
+    int fo;
+    st = feature_output(fm, co->features_output, F, ce, &fo);
+    if (st) return st;
     stx_session_options so = stx_session_options_default();
     so.num_threads = o.num_threads;
     so.grad_wrt = wrt;
-    st = stx_session_create(fm, &so, frames->dims, 4, &fs);
-    if (st) return st;
-    int fo = feature_output(fs, co->features_output, T, F, ce);
-    if (fo < 0) {
-        st = STX_E_NOTFOUND;
-        goto done;
-    }
-    stx_session_free(fs); /* again, seeding the feature output */
-    fs = NULL;
     so.grad_output = fo;
     st = stx_session_create(fm, &so, frames->dims, 4, &fs);
     if (st) goto done;

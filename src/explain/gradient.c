@@ -22,7 +22,7 @@ struct stx_grad {
     int method;
     stx_session *s; /* reverse mode, B rows */
     int B, K;       /* rows per batch, rows per sample */
-    int64_t N, numel, shape[5];
+    int64_t N, numel;
     stx_tensor *xb;
     int64_t *bt, *bf;    /* per row: target, frame */
     double *acc, *acc2;  /* N x numel */
@@ -30,10 +30,9 @@ struct stx_grad {
     double *alpha, *wts; /* ig: K points and weights */
     float *eps;          /* smoothgrad family: given standard-normal draws (K x numel), or NULL */
     double noise;        /* fraction of the value range */
+    double *sigma;       /* smoothgrad family: the N samples' noise levels in a run */
     stx_score score;
-    stx_baseline baseline;
     uint64_t seed;
-    int out_index;
     stx_perturb pb; /* for the baselines (perturb.c) */
     double *tmp;
     int (*progress)(void *, int64_t, int64_t);
@@ -142,6 +141,7 @@ void stx__grad_free(stx_grad *g) {
     stx__free(c, g->alpha);
     stx__free(c, g->wts);
     stx__free(c, g->eps);
+    stx__free(c, g->sigma);
     stx__free(c, g->tmp);
     stx__free(c, g);
 }
@@ -164,12 +164,9 @@ stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out
     g->ctx = ctx;
     g->method = method;
     g->N = sp->shape[0];
-    memcpy(g->shape, sp->shape, sizeof g->shape);
     g->numel = sp->shape[1] * sp->shape[2] * sp->shape[3] * sp->shape[4];
     g->score = o->score;
-    g->baseline = o->baseline;
     g->seed = o->seed;
-    g->out_index = sp->out_index;
     g->progress = o->progress;
     g->progress_user = o->progress_user;
     stx_status st = STX_OK;
@@ -242,6 +239,10 @@ stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out
         g->acc = stx__calloc(ctx, (size_t)(g->N * g->numel), sizeof(double));
         if (!g->acc) goto nomem;
     }
+    if (smooth_family(method)) {
+        g->sigma = stx__calloc(ctx, (size_t)g->N, sizeof(double));
+        if (!g->sigma) goto nomem;
+    }
     if (method == STX_GRAD_VAR) {
         g->acc2 = stx__calloc(ctx, (size_t)(g->N * g->numel), sizeof(double));
         if (!g->acc2) goto nomem;
@@ -286,12 +287,7 @@ static void fill_row(stx_grad *g, const float *x, int64_t j, int r, stx_rng *rng
         for (int64_t i = 0; i < numel; i++)
             dst[i] = (float)((double)b[i] + a * ((double)xs[i] - (double)b[i]));
     } else if (smooth_family(g->method)) {
-        float lo = xs[0], hi = xs[0];
-        for (int64_t i = 1; i < numel; i++) {
-            lo = xs[i] < lo ? xs[i] : lo;
-            hi = xs[i] > hi ? xs[i] : hi;
-        }
-        double sigma = g->noise * ((double)hi - (double)lo);
+        double sigma = g->sigma[n];
         const float *e = g->eps ? g->eps + k * numel : NULL;
         for (int64_t i = 0; i < numel; i++)
             dst[i] = (float)((double)xs[i] + sigma * (e ? (double)e[i] : stx__rng_normal(rng)));
@@ -318,6 +314,15 @@ stx_status stx__grad_run(stx_grad *g, const stx_tensor *x, const int64_t *target
             st = stx__perturb_baseline(&g->pb, xd + n * numel, g->base + n * numel, g->tmp, &rng);
             if (st) return stx__errf(err, st, "ig: the baseline of sample %lld", (long long)n);
         }
+    }
+    for (int64_t n = 0; g->sigma && n < g->N; n++) { /* noise level: a share of the range */
+        const float *xs = xd + n * numel;
+        float lo = xs[0], hi = xs[0];
+        for (int64_t i = 1; i < numel; i++) {
+            lo = xs[i] < lo ? xs[i] : lo;
+            hi = xs[i] > hi ? xs[i] : hi;
+        }
+        g->sigma[n] = g->noise * ((double)hi - (double)lo);
     }
     if (g->acc) memset(g->acc, 0, sizeof(double) * (size_t)(g->N * numel));
     if (g->acc2) memset(g->acc2, 0, sizeof(double) * (size_t)(g->N * numel));

@@ -32,6 +32,22 @@ def work(name):
     return os.path.join(ARGS.work, name)
 
 
+def heldout(n=8):
+    """n held-out action clips (tools/zoo/action_data.py, test seed 2) for localisation checks:
+    the uint8 frames saved in the work folder, their true classes as a --target list, their
+    ground-truth tubes, and the share of clips in which a random point is within 4 px of the
+    tube (the pointing game a method must beat; test_cam.tube_hits)."""
+    import numpy as np
+    import action_data
+    from test_cam import tube_hits
+    data = action_data.make_dataset(n, 2)
+    frames = work('heldout.npy')
+    np.save(frames, data['video'])
+    rand = tube_hits(np.random.default_rng(0).random((n,) + data['mask'].shape[1:]),
+                     data['mask'])[0]
+    return frames, ','.join(str(int(c)) for c in data['label']), data['mask'], rand
+
+
 def main(tests, extra=()):
     """Parses --stx, --work, --only and the extra required options, runs the tests selected."""
     global ARGS

@@ -103,17 +103,12 @@ def test_batch_invariance():
 
 
 def test_localisation():
-    import action_data
     n = 8
-    data = action_data.make_dataset(n, 2)
-    frames = work('heldout.npy')
-    np.save(frames, data['video'])
-    rand = tube_hits(np.random.default_rng(0).random((n,) + data['mask'].shape[1:]),
-                     data['mask'])[0]
+    frames, targets, mask, rand = harness.heldout(n)
     out = work('loc.npy')
     stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', 'aosa', '--target',
-         ','.join(str(int(c)) for c in data['label']), '-o', out])
-    hit = tube_hits(np.load(out), data['mask'])[0]
+         targets, '-o', out])
+    hit = tube_hits(np.load(out), mask)[0]
     check(hit > rand, 'aosa on %d held-out clips, action_r3d: maximum within 4 px of the tube in '
           '%.2f of clips (a random point: %.2f)' % (n, hit, rand))
 

@@ -136,20 +136,15 @@ def test_area():
 
 
 def test_localisation():
-    import action_data
     n = 8
-    data = action_data.make_dataset(n, 2)
-    frames = work('heldout.npy')
-    np.save(frames, data['video'])
-    rand = tube_hits(np.random.default_rng(0).random((n,) + data['mask'].shape[1:]),
-                     data['mask'])[0]
+    frames, targets, mask, rand = harness.heldout(n)
     out = work('loc.npy')
     t0 = time.time()
     stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', 'extremal',
-         '--target', ','.join(str(int(c)) for c in data['label']), '--areas', '0.03', '--steps',
+         '--target', targets, '--areas', '0.03', '--steps',
          '40', '-o', out])
     dt = time.time() - t0
-    hit, exact = tube_hits(np.load(out), data['mask'])
+    hit, exact = tube_hits(np.load(out), mask)
     check(hit > rand, 'extremal (--areas 0.03 --steps 40) on %d held-out clips, action_r3d: '
           'maximum within 4 px of the tube in %.2f of clips (inside: %.2f; a random point: %.2f; '
           '%.1f s a clip)' % (n, hit, exact, rand, dt / n))

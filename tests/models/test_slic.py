@@ -173,19 +173,14 @@ def test_methods():
 
 
 def test_localisation():
-    import action_data
     from test_cam import tube_hits
     n = 8
-    data = action_data.make_dataset(n, 2)
-    frames = work('heldout.npy')
-    np.save(frames, data['video'])
-    rand = tube_hits(np.random.default_rng(0).random((n,) + data['mask'].shape[1:]),
-                     data['mask'])[0]
+    frames, targets, mask, rand = harness.heldout(n)
     out = work('loc_lime_slic.npy')
     stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', 'lime',
          '--segments', 'slic', '--samples', '120',
-         '--target', ','.join(str(int(c)) for c in data['label']), '-o', out])
-    hit = tube_hits(np.load(out), data['mask'])[0]
+         '--target', targets, '-o', out])
+    hit = tube_hits(np.load(out), mask)[0]
     check(hit > rand, 'lime on slic supervoxels (120 samples) on %d held-out clips, action_r3d: '
           'maximum within 4 px of the tube in %.2f of clips (a random point: %.2f)' %
           (n, hit, rand))
