@@ -361,7 +361,12 @@ static void usage(FILE *f) {
             "  grad MODEL INPUT.npy -o OUT.npy [--target K|NAME|top] [--wrt input|TENSOR|MODULE]\n"
             "                                         gradient of a class score\n"
             "  explain MODEL INPUT.npy --method NAME [--target K|top] [--layer L] [-o OUT.npy]\n"
-            "                                         explanation map (N,T,H,W): the CAM family\n"
+            "                                         map (N,T,H,W): CAM, perturbation, gradient,\n"
+            "                                         LRP and transformer methods\n"
+            "  evaluate MODEL INPUT.npy --saliency S.npy --metric a,b [--mask GT.npy]\n"
+            "                                         how faithful and well placed a map is\n"
+            "                                         (docs/metrics.md); --dataset LIST: methods\n"
+            "                                         x clips table (docs/benchmark.md)\n"
             "  version                                print the version\n\n"
             "INPUT.npy is the model's float32 input, or uint8 video frames (T,H,W,3), (N,T,H,W,3)\n"
             "or grey (...,1), preprocessed as the model's metadata says. info, run, grad and\n"
@@ -429,6 +434,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 1, argv + 1);
     if (strcmp(cmd, "explain") == 0) return cmd_explain(argc - 1, argv + 1);
+    if (strcmp(cmd, "evaluate") == 0) return cmd_evaluate(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("stx %s\n", stx_version());
         return 0;

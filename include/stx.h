@@ -766,6 +766,189 @@ STX_API stx_status stx_explain_chain(stx_model *frame_model, stx_model *temporal
                                      stx_chain_result *out);
 STX_API void stx_chain_result_free(stx_chain_result *r);
 
+/* ---------------------------------------------------------------------------------------------
+ * Metrics: how good an explanation map (N, T, H, W) is. Faithfulness (the model runs
+ * on perturbed inputs): deletion and insertion curves and their AUC over the whole T x H x W
+ * volume, average drop and increase in confidence. Localisation against a ground-truth mask
+ * (N, T, H, W): pointing game per clip and per frame, energy pointing game, IoU, relevance mass
+ * and rank accuracy, top-k intersection; against decisive frames (N, T): temporal mass and
+ * temporal pointing. Sparsity: Gini index, complexity (entropy). Definitions, the peers'
+ * conventions and the defaults: docs/metrics.md.
+ *
+ *     stx_metrics_options o = stx_metrics_options_default();
+ *     o.metrics = "deletion,insertion,pointing";
+ *     stx_evaluator *ev;
+ *     stx_evaluator_create(ctx, m, &o, stx_tensor_shape(x), stx_tensor_rank(x), &ev);
+ *     stx_metrics_result *r;
+ *     stx_evaluator_run(ev, x, map, mask, NULL, NULL, NULL, &r);   // top classes
+ *     ... r->metrics[i].name, .value, .per_sample, .curves ...
+ *     stx_metrics_result_free(r); stx_evaluator_free(ev);
+ */
+
+/* Step schedule and area of the deletion/insertion curves over P = T*H*W voxels (ranked by
+ * decreasing map value, all colour channels of a voxel together, ties by position). */
+typedef enum {
+    /* torch-cam DeletionInsertionMetric: ceil(P / steps) voxels per step (the last step takes
+     * the rest), x = the actual fraction of voxels changed, trapezoid AUC over x */
+    STX_CURVE_TORCHCAM = 0,
+    /* RISE (Petsiuk et al.): the same schedule, AUC = (sum_i s_i - s_0/2 - s_n/2) / n, each of
+     * the n steps weighted 1/n (a short last step counts fully) */
+    STX_CURVE_RISE = 1,
+    /* Li et al. (STP CausalMetric): cut points floor(i * P / steps), i = 0..steps, AUC as RISE */
+    STX_CURVE_LINSPACE = 2
+} stx_curve_convention;
+
+typedef struct stx_metrics_options {
+    size_t size;
+    /* Comma-separated metric names (stx_metric_names()); NULL: "deletion,insertion". */
+    const char *metrics;
+    const char *layout; /* the input's axes, "NCTHW" or "NTCHW"; NULL: stx.layout, else NCTHW */
+    const char *output; /* graph output holding the class scores; NULL: stx.output, else 0 */
+    stx_score score;    /* score of the target class: softmax probability (default) or logit */
+    int num_threads;    /* 0: the context's */
+    int batch;          /* perturbed inputs per batch (default 16), run in forwards of 2 to 8
+                           rows so that no result depends on it (docs/metrics.md) */
+    /* deletion / insertion */
+    int steps;                  /* intervals of the curve (default 20, torch-cam's) */
+    int64_t step_voxels;        /* > 0: voxels (cells) per step instead (RISE's `step`) */
+    stx_curve_convention curve; /* default STX_CURVE_TORCHCAM */
+    stx_baseline baseline;      /* what deleted voxels become, also avg_drop's (default zero) */
+    int insertion_baseline;     /* the start of insertion: -1 (default) the same as baseline,
+                                   else an stx_baseline (RISE: STX_BASELINE_BLUR) */
+    const stx_tensor *baseline_clip; /* STX_BASELINE_CLIP: float32, one sample's shape */
+    uint64_t seed;                   /* STX_BASELINE_NOISE */
+    /* Called after every batch of forwards (done, total); non-zero cancels (STX_E_CANCELLED). */
+    int (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
+    /* localisation */
+    double tolerance;     /* pointing game: a hit when a maximum lies within this distance in
+                             pixels (same frame) of a ground-truth voxel (default 0, Quantus;
+                             the original used 15 px at 224x224) */
+    double iou_threshold; /* iou: voxels whose min-max normalised map value is >= this
+                             (default 0.5) */
+    double iou_top;       /* iou: > 0: the top fraction of voxels instead (0..1] */
+    int64_t top_k;        /* topk: voxels (default 1000, Quantus) */
+    /* deletion / insertion over a grid of cells instead of voxels (Li et al.'s coarsening):
+     * cells[a] cells along t, h, w (0: one per voxel on that axis; default all 0, voxels). The
+     * map is averaged per cell, cells are ranked (ties by position) and removed or inserted
+     * whole; the schedule and the fractions count cells. Li et al.: T, 16, 16. */
+    int cells[3];
+    /* deletion / insertion order: 0 (default) most relevant first (MoRF), 1 least relevant first
+     * (LeRF; Li et al.'s least_first: a faithful map then keeps the score up under deletion) */
+    int least_first;
+} stx_metrics_options;
+
+/* One metric's numbers. value is the mean of per_sample over the samples where the metric is
+ * defined (count of them; NaN when none), e.g. a clip without ground-truth voxels has no
+ * pointing game. */
+typedef struct stx_metric_result {
+    const char *name;   /* as in stx_metric_names() (static) */
+    double value;       /* mean over samples */
+    int64_t count;      /* samples counted */
+    double *per_sample; /* N values (NaN: undefined for that sample) */
+    int64_t curve_len;  /* deletion, insertion: points per curve (steps + 1); else 0 */
+    double *fractions;  /* curve_len: fraction of the voxels (cells) deleted / inserted */
+    double *curves;     /* N x curve_len: the target score at each point */
+} stx_metric_result;
+
+typedef struct stx_metrics_result {
+    int64_t N;                  /* samples */
+    int n_metrics;              /* in the order asked */
+    stx_metric_result *metrics; /* n_metrics */
+    int64_t *targets;           /* N classes scored (NULL without a model) */
+    double *scores;             /* N: their score on the clean input (NULL without a model) */
+    int64_t forwards;           /* forward passes run (clean + perturbed samples) */
+    stx_context *ctx;           /* whose allocator owns the arrays (internal) */
+} stx_metrics_result;
+
+typedef struct stx_evaluator stx_evaluator;
+
+STX_API stx_metrics_options stx_metrics_options_default(void);
+/* Metric names, NULL-terminated: deletion, insertion, avg_drop, conf_increase (faithfulness:
+ * need the model), pointing, pointing_frame, energy, iou, mass, rank, topk (need a mask),
+ * temporal, temporal_pointing (need decisive frames), sparsity, complexity (the map alone). */
+STX_API const char *const *stx_metric_names(void);
+/* Plans the metrics for inputs of the given shape (N, C, T, H, W) (or NTCHW): checks the
+ * options and plans the sessions (clean batch N, perturbed batch `batch`). m may be NULL when
+ * only map-and-mask metrics are asked; input_shape may then be the map's (N, T, H, W). Errors
+ * on ctx. */
+STX_API stx_status stx_evaluator_create(stx_context *ctx, stx_model *m,
+                                        const stx_metrics_options *opt, const int64_t *input_shape,
+                                        int rank, stx_evaluator **out);
+STX_API void stx_evaluator_free(stx_evaluator *ev);
+STX_API const char *stx_evaluator_last_error(const stx_evaluator *ev);
+/* Computes the metrics of one batch. input: float32 of the planned shape (NULL without a
+ * model); map: float32 (N, T, H, W) at the input's resolution, finite; mask: NULL or
+ * (N, T, H, W) uint8/bool/float32 (non-zero: ground truth), a (T, H, W) mask when N = 1;
+ * events: NULL or (N, T) (or (T) when N = 1) uint8/bool/float32/int64, non-zero on decisive
+ * frames; targets: N classes (-1 or NULL: the top class on the clean input); frames: per-frame
+ * models, N frame indices (-1 or NULL: the score summed over frames). *out is the caller's,
+ * freed with stx_metrics_result_free. */
+STX_API stx_status stx_evaluator_run(stx_evaluator *ev, const stx_tensor *input,
+                                     const stx_tensor *map, const stx_tensor *mask,
+                                     const stx_tensor *events, const int64_t *targets,
+                                     const int64_t *frames, stx_metrics_result **out);
+STX_API void stx_metrics_result_free(stx_metrics_result *r);
+/* Plan and run once (errors on ctx). */
+STX_API stx_status stx_evaluate(stx_context *ctx, stx_model *m, const stx_metrics_options *opt,
+                                const stx_tensor *input, const stx_tensor *map,
+                                const stx_tensor *mask, const stx_tensor *events,
+                                const int64_t *targets, const int64_t *frames,
+                                stx_metrics_result **out);
+/* ---- end of Metrics ----------------------------------------------------------------------- */
+
+/* ---------------------------------------------------------------------------------------------
+ * Sanity checks (Adebayo et al., NeurIPS 2018; src/metrics/sanity.c, docs/benchmark.md):
+ * cascading model-parameter randomisation and the random-label check, judged by the similarity
+ * of two maps.
+ *
+ * Layers: the model's parameterised layers (Conv, ConvTranspose, Gemm, MatMul, the
+ * normalisations, LSTM, GRU, RNN nodes reading float initialisers, grouped by PyTorch module
+ * scope with the module's bias Add), counted from the output down: layer 0 is the top.
+ */
+STX_API int stx_model_num_layers(const stx_model *m);
+/* A layer's module path (or node name), and the names of the initialisers it owns; NULL out of
+ * range. Strings owned by the model. */
+STX_API const char *stx_model_layer_name(const stx_model *m, int i);
+STX_API int stx_model_layer_num_params(const stx_model *m, int i);
+STX_API const char *stx_model_layer_param(const stx_model *m, int i, int j);
+/* The data of an initialiser (owned by the model), NULL when name is not one. */
+STX_API const stx_tensor *stx_model_initializer(const stx_model *m, const char *name);
+/* A copy of m whose top `top_layers` layers (0..stx_model_num_layers) are re-initialised as
+ * PyTorch's reset_parameters does (weights and biases ~ U(+-1/sqrt(fan_in)), recurrent ones
+ * U(+-1/sqrt(hidden)), normalisations scale 1, bias 0, mean 0, variance 1), layer i from a
+ * generator seeded by (seed, i): cascading, a layer's weights do not depend on top_layers. The
+ * copy shares every other tensor with m: m must outlive it, and m itself is never changed.
+ * Freed with stx_model_free. */
+STX_API stx_status stx_model_randomize(const stx_model *m, int top_layers, uint64_t seed,
+                                       stx_model **out);
+/* Spearman's rank correlation of a and b (n values; ties get their mean rank; of |a| and |b|
+ * when absolute), as scipy.stats.spearmanr. NaN when either is constant. ctx may be NULL. */
+STX_API stx_status stx_spearman(stx_context *ctx, const float *a, const float *b, int64_t n,
+                                int absolute, double *rho);
+/* SSIM of two maps (t, h, w) (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2
+ * 0.03), each first min-max normalised to [0, 1] over the whole clip, computed per frame as
+ * skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+ * use_sample_covariance=False, data_range=1) and averaged over frames. h, w >= 11. */
+STX_API stx_status stx_ssim(stx_context *ctx, const float *a, const float *b, int64_t t, int64_t h,
+                            int64_t w, double *ssim);
+typedef struct stx_similarity {
+    double spearman;     /* of the raw maps */
+    double spearman_abs; /* of |map| (Quantus' MPRT default) */
+    double ssim;
+} stx_similarity;
+/* The three similarities of float32 maps (T, H, W) or (N, T, H, W) of one shape (per sample,
+ * averaged over samples). */
+STX_API stx_status stx_map_similarity(stx_context *ctx, const stx_tensor *a, const stx_tensor *b,
+                                      stx_similarity *out);
+/* Random-label check: the map for targets (NULL or -1: the top class) against the map for a
+ * class drawn uniformly among the other classes (seeded; written to random_targets when not
+ * NULL, N entries). A method that depends on the class gives a low similarity. */
+STX_API stx_status stx_sanity_random_label(stx_explainer *e, const stx_tensor *x,
+                                           const int64_t *targets, uint64_t seed,
+                                           int64_t *random_targets, stx_similarity *out);
+/* ---- end of Sanity checks ----------------------------------------------------------------- */
+
 #ifdef __cplusplus
 }
 #endif
