@@ -77,6 +77,7 @@ int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
+int cmd_phase(int argc, char **argv);
 /* cmd_evaluate.c; its --dataset mode: evaluate_dataset.c */
 int cmd_evaluate(int argc, char **argv);
 int cmd_evaluate_dataset(int argc, char **argv);

@@ -367,6 +367,9 @@ static void usage(FILE *f) {
             "                                         how faithful and well placed a map is\n"
             "                                         (docs/metrics.md); --dataset LIST: methods\n"
             "                                         x clips table (docs/benchmark.md)\n"
+            "  phase FRAME_MODEL TEMPORAL_MODEL VIDEO --out-dir DIR\n"
+            "                                         a whole procedure: phases per frame,\n"
+            "                                         explained (docs/phase.md)\n"
             "  version                                print the version\n\n"
             "INPUT.npy is the model's float32 input, or uint8 video frames (T,H,W,3), (N,T,H,W,3)\n"
             "or grey (...,1), preprocessed as the model's metadata says. info, run, grad and\n"
@@ -434,6 +437,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 1, argv + 1);
     if (strcmp(cmd, "explain") == 0) return cmd_explain(argc - 1, argv + 1);
+    if (strcmp(cmd, "phase") == 0) return cmd_phase(argc - 1, argv + 1);
     if (strcmp(cmd, "evaluate") == 0) return cmd_evaluate(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("stx %s\n", stx_version());
