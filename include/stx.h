@@ -301,6 +301,13 @@ typedef struct stx_video_info {
 } stx_video_info;
 
 STX_API stx_status stx_video_open(stx_context *ctx, const char *path, stx_video **out);
+/* A video file held in memory (any container and codec FFmpeg's libraries decode, read through a
+ * custom AVIOContext; nothing else is opened, no playlist may reach a file or the network). The
+ * bytes are borrowed, not copied: data must stay valid and unchanged until stx_video_close. name
+ * (may be NULL: "<memory>") names the source in messages. Frames larger than 64 Mpixels, or 32768
+ * on a side, are refused with STX_E_UNSUPPORTED (as by stx_video_open). */
+STX_API stx_status stx_video_open_memory(stx_context *ctx, const void *data, size_t size,
+                                         const char *name, stx_video **out);
 STX_API void stx_video_close(stx_video *v);
 STX_API stx_status stx_video_get_info(const stx_video *v, stx_video_info *out);
 /* Reads the frames with the given indices (non-decreasing, each < num_frames) into *out, a new

@@ -11,6 +11,7 @@ set -eu
 # tests, and matplotlib is the oracle for the colour maps; python3-opencv's Farneback optical
 # flow (AOSA's default) is the reference the flow tests compare stx's own flow with;
 # python3-skimage's slic is the oracle of the 3-D SLIC supervoxels (--segments slic).
+# clang and libclang-rt-14-dev (libFuzzer) build the fuzz harnesses (tools/fuzz.sh).
 # python3-scipy's spearmanr (with python3-skimage's structural_similarity) is the oracle of the
 # sanity checks' map similarities (tests/models/test_sanity.py).
 PACKAGES="build-essential cmake pkg-config clang-format
@@ -19,6 +20,7 @@ python3 python3-numpy python3-pil python3-torch python3-torchvision python3-onnx
 libopenblas0-openmp
 libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libpng-dev libgif-dev
 opencv-doc chromium python3-matplotlib python3-opencv python3-skimage
+clang libclang-rt-14-dev
 python3-scipy"
 
 missing=""

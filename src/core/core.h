@@ -81,4 +81,19 @@ uint64_t stx__rng_next(stx_rng *r);
 double stx__rng_uniform(stx_rng *r); /* [0, 1), 53 bits */
 double stx__rng_normal(stx_rng *r);  /* standard normal (Box-Muller) */
 
+/* ---------------------------------------------------------------------------------------------
+ * Reader entry points on already-open streams, shared by the public file
+ * readers and the fuzz harnesses (tests/fuzz).
+ */
+#include <stdio.h>
+/* Reads a .npy array from f (positioned at its start; seekable, e.g. fmemopen). path names the
+ * source in messages. Every header field and the data size are checked before allocating. */
+stx_status stx__npy_read(stx_context *ctx, FILE *f, const char *path, stx_tensor **out);
+/* The largest tensor stx allocates (128 TiB, as stx__malloc): element counts are checked against
+ * it before multiplying by the element size, so that byte counts never wrap around. */
+#define STX__MAX_TENSOR_BYTES ((uint64_t)1 << 47)
+/* Checked byte size of a dt tensor of these dims: false when a dim is negative, the element
+ * count overflows, or the bytes exceed STX__MAX_TENSOR_BYTES. */
+bool stx__nbytes_checked(const int64_t *dims, int rank, stx_dtype dt, uint64_t *out);
+
 #endif

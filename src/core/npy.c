@@ -109,6 +109,14 @@ stx_status stx_tensor_load_npy(stx_context *ctx, const char *path, stx_tensor **
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return stx__errf(e, STX_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    stx_status st = stx__npy_read(ctx, f, path, out);
+    fclose(f);
+    return st;
+}
+
+stx_status stx__npy_read(stx_context *ctx, FILE *f, const char *path, stx_tensor **out) {
+    stx_err *e = ctx ? &ctx->err : NULL;
+    *out = NULL;
     stx_status st = STX_OK;
     char *hdr = NULL;
     stx_tensor *t = NULL;
@@ -159,11 +167,13 @@ stx_status stx_tensor_load_npy(stx_context *ctx, const char *path, stx_tensor **
     }
     long end = ftell(f);
     int64_t n;
-    if (!stx__numel_checked(dims, rank, &n)) {
-        st = stx__errf(e, STX_E_FORMAT, "%s: .npy shape is too large", path);
+    uint64_t need;
+    if (!stx__numel_checked(dims, rank, &n) || !stx__nbytes_checked(dims, rank, dt, &need)) {
+        char sb[128];
+        st = stx__errf(e, STX_E_FORMAT, "%s: .npy shape %s %s is too large (over 2^47 bytes)", path,
+                       stx__shape_str(dims, rank, sb, sizeof sb), stx_dtype_name(dt));
         goto done;
     }
-    uint64_t need = (uint64_t)n * stx_dtype_size(dt);
     if (end < pos || (uint64_t)(end - pos) < need) {
         char sb[128];
         st = stx__errf(e, STX_E_FORMAT,
@@ -172,7 +182,10 @@ stx_status stx_tensor_load_npy(stx_context *ctx, const char *path, stx_tensor **
                        (unsigned long long)need, end - pos);
         goto done;
     }
-    fseek(f, pos, SEEK_SET);
+    if (fseek(f, pos, SEEK_SET) != 0) {
+        st = stx__errf(e, STX_E_IO, "%s: cannot seek", path);
+        goto done;
+    }
     t = stx__tensor_new(ctx, dt, dims, rank);
     if (!t) {
         st = stx__errf(e, STX_E_NOMEM, "%s: out of memory for %llu bytes", path,
@@ -192,7 +205,6 @@ stx_status stx_tensor_load_npy(stx_context *ctx, const char *path, stx_tensor **
 done:
     stx_tensor_free(t);
     stx__free(ctx, hdr);
-    fclose(f);
     return st;
 }
 
@@ -222,7 +234,9 @@ stx_status stx_tensor_save_npy(stx_context *ctx, const stx_tensor *t, const char
     size_t plen = strlen(path);
     char *tmp = stx__malloc(ctx, plen + 32);
     if (!tmp) return stx__errf(e, STX_E_NOMEM, "out of memory");
-    snprintf(tmp, plen + 32, "%s.tmp%ld", path, (long)getpid());
+    /* unique per process and call, so that threads writing the same path do not collide */
+    static _Atomic unsigned serial;
+    snprintf(tmp, plen + 32, "%s.tmp%ld.%u", path, (long)getpid(), serial++);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         stx_status st = stx__errf(e, STX_E_IO, "%s: cannot write: %s", path, strerror(errno));
@@ -241,6 +255,8 @@ stx_status stx_tensor_save_npy(stx_context *ctx, const stx_tensor *t, const char
                              (unsigned char)(hlen >> 8)};
     int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, hlen, f) == hlen &&
              (t->nbytes == 0 || fwrite(t->data, 1, t->nbytes, f) == t->nbytes);
+    /* on disk before it gets its name: a crash of the machine cannot publish a short file */
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
         stx_status st = stx__errf(e, STX_E_IO, "%s: write failed: %s", path, strerror(errno));

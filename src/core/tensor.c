@@ -22,9 +22,20 @@ bool stx__numel_checked(const int64_t *dims, int rank, int64_t *out) {
     return true;
 }
 
+bool stx__nbytes_checked(const int64_t *dims, int rank, stx_dtype dt, uint64_t *out) {
+    int64_t n;
+    size_t es = stx_dtype_size(dt);
+    if (es == 0 || !stx__numel_checked(dims, rank, &n)) return false;
+    if ((uint64_t)n > STX__MAX_TENSOR_BYTES / es) return false;
+    *out = (uint64_t)n * es;
+    return true;
+}
+
 static stx_tensor *tensor_header(stx_context *ctx, stx_dtype dt, const int64_t *dims, int rank) {
     int64_t n;
-    if (!stx__numel_checked(dims, rank, &n) || stx_dtype_size(dt) == 0) return NULL;
+    uint64_t nb;
+    if (!stx__numel_checked(dims, rank, &n) || !stx__nbytes_checked(dims, rank, dt, &nb))
+        return NULL;
     stx_tensor *t = stx__calloc(ctx, 1, sizeof *t);
     if (!t) return NULL;
     t->ctx = ctx;
@@ -81,6 +92,13 @@ stx_status stx_tensor_create(stx_context *ctx, stx_dtype dtype, const int64_t *s
     if (!stx__numel_checked(shape, rank, &n) || stx_dtype_size(dtype) == 0)
         return stx__errf(ctx ? &ctx->err : NULL, STX_E_INVALID,
                          "stx_tensor_create: invalid shape or dtype");
+    uint64_t nb;
+    if (!stx__nbytes_checked(shape, rank, dtype, &nb)) {
+        char sb[128];
+        return stx__errf(ctx ? &ctx->err : NULL, STX_E_INVALID,
+                         "stx_tensor_create: shape %s %s is too large (over 2^47 bytes)",
+                         stx__shape_str(shape, rank, sb, sizeof sb), stx_dtype_name(dtype));
+    }
     *out = stx__tensor_new(ctx, dtype, shape, rank);
     if (!*out)
         return stx__errf(ctx ? &ctx->err : NULL, STX_E_NOMEM, "out of memory allocating a tensor");

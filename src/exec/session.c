@@ -363,6 +363,11 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
         const int64_t *input_shape = shapes[i];
         int rank = ranks[i];
         char a[128], b[128];
+        if (rank < 0 || rank > STX_MAX_RANK || (rank > 0 && !input_shape)) {
+            st = stx__errf(ce, STX_E_SHAPE, "input '%s': rank %d given (0 to %d)", in->name, rank,
+                           STX_MAX_RANK);
+            goto fail;
+        }
         if (in->rank >= 0 && in->rank != rank) {
             st =
                 stx__errf(ce, STX_E_SHAPE, "input '%s' has rank %d in the model (%s), got shape %s",
@@ -383,6 +388,12 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
         t->dtype = in->dtype ? in->dtype : STX_DTYPE_FLOAT;
         t->rank = rank;
         for (int k = 0; k < rank; k++) t->dims[k] = input_shape[k];
+        uint64_t in_bytes;
+        if (!stx__nbytes_checked(t->dims, rank, t->dtype, &in_bytes)) {
+            st = stx__errf(ce, STX_E_SHAPE, "input '%s': shape %s is too large (over 2^47 bytes)",
+                           in->name, stx__shape_str(input_shape, rank, b, sizeof b));
+            goto fail;
+        }
         set_nbytes(t);
         s->kind[iv] = STX_VK_INPUT;
         const stx_tensor *fx = o.fixed_inputs ? o.fixed_inputs[i] : NULL;
@@ -452,9 +463,18 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
             stx_tensor *t = c->out[k];
             if (!t) continue;
             int64_t cnt;
+            uint64_t nb;
             if (!stx__numel_checked(t->dims, t->rank, &cnt) || stx_dtype_size(t->dtype) == 0) {
                 char sb[128];
                 st = stx__errf(ce, STX_E_SHAPE, "node '%s' (%s): invalid output %d shape %s",
+                               n->name, n->op_type, k,
+                               stx__shape_str(t->dims, t->rank, sb, sizeof sb));
+                goto fail;
+            }
+            if (!stx__nbytes_checked(t->dims, t->rank, t->dtype, &nb)) {
+                char sb[128];
+                st = stx__errf(ce, STX_E_SHAPE,
+                               "node '%s' (%s): output %d shape %s is too large (over 2^47 bytes)",
                                n->name, n->op_type, k,
                                stx__shape_str(t->dims, t->rank, sb, sizeof sb));
                 goto fail;

@@ -262,6 +262,10 @@ stx_status stx__graph_finalize(stx_graph *g, stx_err *e) {
         if (n->n_out < d->min_out || n->n_out > d->max_out)
             return stx__node_err_n(n, e, STX_E_FORMAT, "has %d outputs, expected %d to %d",
                                    n->n_out, d->min_out, d->max_out);
+        for (int k = 0; k < d->min_in; k++) /* found by fuzzing (tests/fuzz) */
+            if (n->in[k] < 0)
+                return stx__node_err_n(n, e, STX_E_FORMAT,
+                                       "input %d is required but its name is empty", k);
         for (int k = 0; k < n->n_attrs; k++) {
             bool ok = false;
             for (const char *const *a = d->attrs; a && *a; a++)

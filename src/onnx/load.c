@@ -17,11 +17,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* protobuf-c's allocator: ours, remembering a failure so that a parse that fails for want of
+ * memory is reported as STX_E_NOMEM, not as a corrupt file. */
+typedef struct {
+    stx_context *ctx;
+    bool failed;
+} pb_state;
+
 static void *pb_alloc(void *data, size_t size) {
-    return stx__malloc((stx_context *)data, size);
+    pb_state *ps = data;
+    void *p = stx__malloc(ps->ctx, size);
+    if (!p) ps->failed = true;
+    return p;
 }
 static void pb_free(void *data, void *p) {
-    stx__free((stx_context *)data, p);
+    stx__free(((pb_state *)data)->ctx, p);
 }
 
 typedef struct {
@@ -69,8 +79,9 @@ static bool has_dotdot(const char *p) {
 
 /* Reads external data for tensor t from a file beside the model. The location must stay inside
  * the model's folder (no absolute paths, no "..", no symlink escapes). */
-static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tname, void *dst,
-                                size_t nbytes) {
+static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tname, stx_dtype dt,
+                                size_t nbytes, stx_tensor **tout) {
+    *tout = NULL;
     const char *loc = NULL;
     uint64_t offset = 0, length = 0;
     bool has_len = false;
@@ -127,6 +138,7 @@ static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tn
     } else
         strcpy(dir, ".");
     int fd = -1;
+    stx_tensor *t = NULL;
     if (!realpath(dir, dir_real) || !realpath(full, file_real)) {
         st = stx__errf(L->e, STX_E_IO, "%s: tensor '%s': cannot open external data '%s': %s",
                        L->path, tname, full, strerror(errno));
@@ -139,11 +151,17 @@ static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tn
                        L->path, tname, loc);
         goto out;
     }
-    fd = open(file_real, O_RDONLY);
+    fd = open(file_real, O_RDONLY | O_NONBLOCK);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
         st = stx__errf(L->e, STX_E_IO, "%s: tensor '%s': cannot open external data '%s': %s",
                        L->path, tname, full, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = stx__errf(L->e, STX_E_FORMAT,
+                       "%s: tensor '%s': external data '%s' is not a regular file", L->path, tname,
+                       loc);
         goto out;
     }
     if ((uint64_t)sb.st_size < offset || (uint64_t)sb.st_size - offset < nbytes) {
@@ -154,9 +172,16 @@ static stx_status read_external(loader *L, Onnx__TensorProto *tp, const char *tn
                        (unsigned long long)offset);
         goto out;
     }
+    /* allocated only once the file is known to hold the data */
+    t = stx__tensor_new(L->ctx, dt, tp->dims, (int)tp->n_dims);
+    if (!t) {
+        st = stx__errf(L->e, STX_E_NOMEM, "out of memory for tensor '%s'", tname);
+        goto out;
+    }
+    char *dst = t->data;
     size_t got = 0;
     while (got < nbytes) {
-        ssize_t r = pread(fd, (char *)dst + got, nbytes - got, (off_t)(offset + got));
+        ssize_t r = pread(fd, dst + got, nbytes - got, (off_t)(offset + got));
         if (r <= 0) {
             st = stx__errf(L->e, STX_E_IO, "%s: tensor '%s': read error in '%s'", L->path, tname,
                            loc);
@@ -168,6 +193,10 @@ out:
     if (fd >= 0) close(fd);
     stx__free(L->ctx, dir);
     stx__free(L->ctx, full);
+    if (st)
+        stx_tensor_free(t);
+    else
+        *tout = t;
     return st;
 }
 
@@ -184,12 +213,19 @@ static stx_status convert_tensor(loader *L, Onnx__TensorProto *tp, stx_tensor **
     if (tp->segment)
         return stx__errf(L->e, STX_E_UNSUPPORTED, "%s: tensor '%s' is segmented", L->path, tname);
     int64_t n;
-    if (!stx__numel_checked(tp->dims, (int)tp->n_dims, &n))
-        return stx__errf(L->e, STX_E_FORMAT, "%s: tensor '%s' has an invalid shape", L->path,
-                         tname);
     stx_dtype dt = (stx_dtype)tp->data_type;
-    size_t es = stx_dtype_size(dt);
-    uint64_t nbytes = (uint64_t)n * es;
+    uint64_t nbytes;
+    if (!stx__numel_checked(tp->dims, (int)tp->n_dims, &n))
+        return stx__errf(L->e, STX_E_FORMAT,
+                         "%s: tensor '%s' has an invalid shape (a negative dimension, or more "
+                         "than 2^62 elements)",
+                         L->path, tname);
+    if (!stx__nbytes_checked(tp->dims, (int)tp->n_dims, dt, &nbytes)) {
+        char sb[128];
+        return stx__errf(L->e, STX_E_FORMAT, "%s: tensor '%s' %s %s is too large (over 2^47 bytes)",
+                         L->path, tname, onnx_dtype_name(tp->data_type),
+                         stx__shape_str(tp->dims, (int)tp->n_dims, sb, sizeof sb));
+    }
     bool external =
         tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
     /* Limits before allocating: inline data must fit in the file itself. */
@@ -198,17 +234,7 @@ static stx_status convert_tensor(loader *L, Onnx__TensorProto *tp, stx_tensor **
         return stx__errf(L->e, STX_E_FORMAT,
                          "%s: tensor '%s' declares %llu bytes, more than the file holds", L->path,
                          tname, (unsigned long long)nbytes);
-    if (external) {
-        stx_tensor *t = stx__tensor_new(L->ctx, dt, tp->dims, (int)tp->n_dims);
-        if (!t) return stx__errf(L->e, STX_E_NOMEM, "out of memory for tensor '%s'", tname);
-        stx_status st = read_external(L, tp, tname, t->data, (size_t)nbytes);
-        if (st) {
-            stx_tensor_free(t);
-            return st;
-        }
-        *out = t;
-        return STX_OK;
-    }
+    if (external) return read_external(L, tp, tname, dt, (size_t)nbytes, out);
     if (tp->has_raw_data) {
         if (tp->raw_data.len != nbytes) {
             char sb[128];
@@ -609,9 +635,13 @@ stx_status stx__onnx_load_graph(stx_context *ctx, const char *path, stx_graph *g
     size_t len;
     stx_status st = map_file(&L, path, &data, &len);
     if (st) return st;
-    ProtobufCAllocator pa = {pb_alloc, pb_free, ctx};
+    pb_state ps = {ctx, false};
+    ProtobufCAllocator pa = {pb_alloc, pb_free, &ps};
     Onnx__ModelProto *mp = onnx__model_proto__unpack(&pa, len, data);
     munmap(data, len);
+    if (!mp && ps.failed)
+        return stx__errf(e, STX_E_NOMEM, "%s: out of memory while parsing the model (%zu bytes)",
+                         path, len);
     if (!mp)
         return stx__errf(e, STX_E_FORMAT,
                          "%s: not a valid ONNX model (protobuf parse failed: truncated or corrupt)",
@@ -635,9 +665,11 @@ stx_status stx__onnx_load_tensor_file(stx_context *ctx, const char *path, stx_te
     size_t len;
     stx_status st = map_file(&L, path, &data, &len);
     if (st) return st;
-    ProtobufCAllocator pa = {pb_alloc, pb_free, ctx};
+    pb_state ps = {ctx, false};
+    ProtobufCAllocator pa = {pb_alloc, pb_free, &ps};
     Onnx__TensorProto *tp = onnx__tensor_proto__unpack(&pa, len, data);
     munmap(data, len);
+    if (!tp && ps.failed) return stx__errf(e, STX_E_NOMEM, "%s: out of memory", path);
     if (!tp) return stx__errf(e, STX_E_FORMAT, "%s: not a valid TensorProto", path);
     st = convert_tensor(&L, tp, out);
     onnx__tensor_proto__free_unpacked(tp, &pa);

@@ -59,7 +59,8 @@
 #include <sys/stat.h>
 
 #define MAX_SIDE 32768 /* frame sides beyond this are refused (sizes stay far from overflow) */
-#define MAX_THREADS 8  /* decoder threads */
+#define MAX_PIXELS ((int64_t)1 << 26) /* and frames over 64 Mpixels (8192 x 8192; 192 MiB RGB) */
+#define MAX_THREADS 8                 /* decoder threads */
 #define SWS_FLAGS (SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT)
 
 typedef enum { SRC_VIDEO, SRC_IMAGES, SRC_NPY } src_kind;
@@ -84,6 +85,11 @@ struct stx_video {
     bool draining; /* the end of the file was reached and the decoder is being drained */
     bool broken;   /* a read failed part-way: reopen before decoding again */
     int64_t n_decoded, n_rewinds;
+
+    /* Memory sources (stx_video_open_memory): the caller's bytes and the read position of the
+     * one demuxer open at a time (custom AVIOContext). */
+    const uint8_t *mem;
+    size_t mem_size, mem_pos;
 
     /* Frame folders: the file paths in order and their types. */
     char **files;
@@ -136,6 +142,12 @@ static stx_status check_size(stx_video *v, const char *what, int64_t w, int64_t 
         return stx__errf(verr(v), STX_E_UNSUPPORTED,
                          "%s: frame size %lldx%lld is too large (at most %d per side)", what,
                          (long long)w, (long long)h, MAX_SIDE);
+    if (w * h > MAX_PIXELS)
+        return stx__errf(verr(v), STX_E_UNSUPPORTED,
+                         "%s: frame size %lldx%lld is too large (%lld pixels; at most %lld per "
+                         "frame)",
+                         what, (long long)w, (long long)h, (long long)(w * h),
+                         (long long)MAX_PIXELS);
     return STX_OK;
 }
 
@@ -267,21 +279,101 @@ static stx_status to_rgb(stx_video *v, const AVFrame *f, uint8_t *dst, const cha
  * Video files.
  */
 
+/* Memory sources: AVIOContext callbacks over v->mem. */
+static int mem_read(void *opaque, uint8_t *buf, int n) {
+    stx_video *v = opaque;
+    size_t left = v->mem_size - v->mem_pos;
+    if (left == 0) return AVERROR_EOF;
+    size_t k = (size_t)n < left ? (size_t)n : left;
+    memcpy(buf, v->mem + v->mem_pos, k);
+    v->mem_pos += k;
+    return (int)k;
+}
+
+static int64_t mem_seek(void *opaque, int64_t off, int whence) {
+    stx_video *v = opaque;
+    int64_t base;
+    switch (whence & ~AVSEEK_FORCE) {
+    case AVSEEK_SIZE:
+        return (int64_t)v->mem_size;
+    case SEEK_SET:
+        base = 0;
+        break;
+    case SEEK_CUR:
+        base = (int64_t)v->mem_pos;
+        break;
+    case SEEK_END:
+        base = (int64_t)v->mem_size;
+        break;
+    default:
+        return AVERROR(EINVAL);
+    }
+    if ((off < 0 && -off > base) || (off > 0 && off > (int64_t)v->mem_size - base))
+        return AVERROR(EINVAL);
+    v->mem_pos = (size_t)(base + off);
+    return (int64_t)v->mem_pos;
+}
+
+/* A memory source's demuxer may open no other resource (playlists, concat lists, ...). */
+static int mem_io_open(struct AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
+                       AVDictionary **options) {
+    (void)s, (void)pb, (void)url, (void)flags, (void)options;
+    return AVERROR(EPERM);
+}
+
+/* Closes a demuxer and, for a memory source, its AVIOContext. */
+static void demux_close(AVFormatContext **fmt) {
+    if (!*fmt) return;
+    AVIOContext *pb = ((*fmt)->flags & AVFMT_FLAG_CUSTOM_IO) ? (*fmt)->pb : NULL;
+    avformat_close_input(fmt);
+    if (pb) {
+        av_freep(&pb->buffer);
+        avio_context_free(&pb);
+    }
+}
+
 /* Opens the container and finds the video stream and its decoder (not opened). */
 static stx_status demux_open(stx_video *v, AVFormatContext **out, int *stream,
                              const AVCodec **codec) {
     *out = NULL;
     char eb[AV_ERROR_MAX_STRING_SIZE];
-    size_t n = strlen(v->path) + 8;
-    char *url = stx__malloc(v->ctx, n);
-    if (!url) return stx__errf(verr(v), STX_E_NOMEM, "%s: out of memory", v->path);
-    snprintf(url, n, "file:%s", v->path);
-    AVDictionary *opt = NULL;
-    av_dict_set(&opt, "protocol_whitelist", "file", 0);
     AVFormatContext *fmt = NULL;
-    int r = avformat_open_input(&fmt, url, NULL, &opt);
-    av_dict_free(&opt);
-    stx__free(v->ctx, url);
+    int r;
+    if (v->mem) {
+        /* from the caller's bytes: a custom AVIOContext, nothing else may be opened */
+        const int bs = 1 << 15;
+        uint8_t *iobuf = av_malloc(bs);
+        AVIOContext *pb =
+            iobuf ? avio_alloc_context(iobuf, bs, 0, v, mem_read, NULL, mem_seek) : NULL;
+        fmt = pb ? avformat_alloc_context() : NULL;
+        if (!fmt) {
+            if (pb) avio_context_free(&pb);
+            av_free(iobuf);
+            return stx__errf(verr(v), STX_E_NOMEM, "%s: out of memory", v->path);
+        }
+        v->mem_pos = 0;
+        fmt->pb = pb;
+        fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+        fmt->io_open = mem_io_open;
+        AVDictionary *opt = NULL;
+        av_dict_set(&opt, "protocol_whitelist", "none", 0);
+        r = avformat_open_input(&fmt, NULL, NULL, &opt);
+        av_dict_free(&opt);
+        if (r < 0) { /* avformat_open_input freed fmt but not the custom AVIOContext */
+            av_freep(&pb->buffer);
+            avio_context_free(&pb);
+        }
+    } else {
+        size_t n = strlen(v->path) + 8;
+        char *url = stx__malloc(v->ctx, n);
+        if (!url) return stx__errf(verr(v), STX_E_NOMEM, "%s: out of memory", v->path);
+        snprintf(url, n, "file:%s", v->path);
+        AVDictionary *opt = NULL;
+        av_dict_set(&opt, "protocol_whitelist", "file", 0);
+        r = avformat_open_input(&fmt, url, NULL, &opt);
+        av_dict_free(&opt);
+        stx__free(v->ctx, url);
+    }
     if (r < 0) {
         /* ENOMEM here comes from size fields of a corrupt header: a format error. */
         bool io = r == AVERROR(EACCES) || r == AVERROR(EIO) || r == AVERROR(ENOENT) ||
@@ -334,13 +426,13 @@ static stx_status demux_open(stx_video *v, AVFormatContext **out, int *stream,
     *codec = c;
     return STX_OK;
 fail:
-    avformat_close_input(&fmt);
+    demux_close(&fmt);
     return st;
 }
 
 static void decoder_close(stx_video *v) {
     avcodec_free_context(&v->dec);
-    avformat_close_input(&v->fmt);
+    demux_close(&v->fmt);
 }
 
 /* Opens demuxer and decoder positioned before frame 0. */
@@ -434,10 +526,10 @@ static stx_status open_video(stx_video *v, int64_t file_size) {
         goto done;
     }
     v->num_frames = count;
-    avformat_close_input(&fmt);
+    demux_close(&fmt);
     st = decoder_open(v);
 done:
-    avformat_close_input(&fmt);
+    demux_close(&fmt);
     return st;
 }
 
@@ -810,6 +902,38 @@ stx_status stx_video_open(stx_context *ctx, const char *path, stx_video **out) {
         st = open_npy(v);
     else
         st = open_video(v, (int64_t)sb.st_size);
+    if (st) {
+        stx_video_close(v);
+        return st;
+    }
+    v->frame_bytes = (size_t)v->width * (size_t)v->height * 3;
+    *out = v;
+    return STX_OK;
+}
+
+/* A video held in memory, demuxed through FFmpeg's custom I/O. */
+stx_status stx_video_open_memory(stx_context *ctx, const void *data, size_t size, const char *name,
+                                 stx_video **out) {
+    stx_err *e = ctx ? &ctx->err : NULL;
+    if (out) *out = NULL;
+    if (!out || (!data && size > 0))
+        return stx__errf(e, STX_E_INVALID, "stx_video_open_memory: data and out are required");
+    if (!name || !*name) name = "<memory>";
+    if (size == 0)
+        return stx__errf(e, STX_E_FORMAT, "%s: empty buffer (0 bytes), not a video", name);
+    av_log_set_level(AV_LOG_QUIET);
+    stx_video *v = stx__calloc(ctx, 1, sizeof *v);
+    if (!v) return stx__errf(e, STX_E_NOMEM, "%s: out of memory", name);
+    v->ctx = ctx;
+    v->stream = -1;
+    v->mem = data;
+    v->mem_size = size;
+    v->path = stx__strdup(ctx, name);
+    v->pkt = av_packet_alloc();
+    v->frame = av_frame_alloc();
+    stx_status st = (!v->path || !v->pkt || !v->frame)
+                        ? stx__errf(e, STX_E_NOMEM, "%s: out of memory", name)
+                        : open_video(v, (int64_t)size);
     if (st) {
         stx_video_close(v);
         return st;
