@@ -21,9 +21,7 @@
   * Errors: a map of the wrong shape, a mask of the wrong shape, NaN in the map, an unknown
     metric, a missing mask: one line, non-zero exit, no JSON written.
 """
-import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -36,26 +34,10 @@ sys.path.insert(0, os.path.join(ROOT, 'tools', 'zoo'))
 
 import metrics_oracle as mo  # noqa: E402
 
+import harness  # noqa: E402
+from harness import check, stx, work  # noqa: E402
+
 ZOO = os.path.join(ROOT, 'models', 'zoo')
-failures = []
-
-
-def check(ok, what):
-    print(('ok    ' if ok else 'FAIL  ') + what, flush=True)
-    if not ok:
-        failures.append(what)
-
-
-def work(name):
-    return os.path.join(ARGS.work, name)
-
-
-def stx(args, ok=True):
-    p = subprocess.run([ARGS.stx] + args, capture_output=True, text=True)
-    if ok and p.returncode != 0:
-        raise RuntimeError('stx %s failed (%d): %s' % (' '.join(args), p.returncode,
-                                                        p.stderr.strip()))
-    return p
 
 
 def evaluate(model, x, sal, metrics, extra=(), name='e'):
@@ -322,7 +304,7 @@ def test_localisation():
 # ---- the library API without a model (tests/metrics_api.c) ----------------------------------
 
 def test_api():
-    p = subprocess.run([ARGS.api], capture_output=True, text=True)
+    p = subprocess.run([harness.ARGS.api], capture_output=True, text=True)
     for line in p.stdout.splitlines():
         print(line)
     check(p.returncode == 0 and 'FAIL' not in p.stdout and p.stdout.count('ok') >= 14,
@@ -368,25 +350,10 @@ def test_errors():
 
 
 def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--stx', required=True)
-    ap.add_argument('--api', required=True)
-    ap.add_argument('--work', required=True)
-    ap.add_argument('--only', default=None)
-    ARGS = ap.parse_args()
-    os.makedirs(ARGS.work, exist_ok=True)
-    tests = [('torchcam', test_torchcam), ('quantus', test_quantus), ('oracle', test_zoo_oracle),
-             ('batch', test_batch_invariance), ('localisation', test_localisation),
-             ('api', test_api), ('errors', test_errors)]
-    for name, fn in tests:
-        if ARGS.only and name not in ARGS.only.split(','):
-            continue
-        fn()
-    if failures:
-        print('%d failure(s)' % len(failures))
-        sys.exit(1)
-    print('all metrics tests passed')
+    harness.run([('torchcam', test_torchcam), ('quantus', test_quantus),
+                 ('oracle', test_zoo_oracle), ('batch', test_batch_invariance),
+                 ('localisation', test_localisation), ('api', test_api), ('errors', test_errors)],
+                extra=('--api',))
 
 
 if __name__ == '__main__':
