@@ -13,6 +13,7 @@
 # methods run with smaller budgets on --fast-clips clips (the notes column says which). It runs
 # `nice -n 10` and takes about an hour on 2 cores.
 set -eu
+COMMAND="tools/make_benchmark.sh $*"
 cd "$(dirname "$0")/.."
 STX=build/stx
 WORK=build/benchmark
@@ -75,7 +76,7 @@ run() { # model run-name settings-note stx-flags...
 {
     echo "$("$STX" --version 2>/dev/null | head -1 || true), $(date -u "+%Y-%m-%d"),"
     echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'));"
-    echo "deletion/insertion in $STEPS steps"
+    echo "deletion/insertion in $STEPS steps; one run of \`$COMMAND\`"
 } > "$WORK/info.txt"
 for model in $(echo "$MODELS" | tr ',' ' '); do
     run "$model" full "" --clips "$CLIPS" --methods "$FULL"
