@@ -28,6 +28,7 @@ onnx | video) max_len=131072 ;;
     exit 2
     ;;
 esac
+./tools/setup.sh --fuzz
 build=${STX_FUZZ_BUILD:-build-fuzz}
 if [ ! -f "$build/CMakeCache.txt" ]; then
     CC=clang cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTX_FUZZ=ON >/dev/null

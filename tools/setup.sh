@@ -1,6 +1,8 @@
 #!/bin/sh
 # setup.sh: installs the Debian 12 packages stx needs to build and test, when they are missing.
 # As root it runs apt-get; otherwise it prints the exact command to run.
+#   tools/setup.sh           what the build and the test suite need
+#   tools/setup.sh --fuzz    also clang and libFuzzer, for tools/fuzz.sh (CI replays, never fuzzes)
 set -eu
 
 # libopenblas0-openmp: Debian's PyTorch calls the system BLAS (update-alternatives picks
@@ -11,7 +13,7 @@ set -eu
 # tests, and matplotlib is the oracle for the colour maps; python3-opencv's Farneback optical
 # flow (AOSA's default) is the reference the flow tests compare stx's own flow with;
 # python3-skimage's slic is the oracle of the 3-D SLIC supervoxels (--segments slic).
-# clang and libclang-rt-14-dev (libFuzzer) build the fuzz harnesses (tools/fuzz.sh).
+# With --fuzz: clang and libclang-rt-14-dev (libFuzzer) build the fuzz harnesses (tools/fuzz.sh).
 # python3-scipy's spearmanr (with python3-skimage's structural_similarity) is the oracle of the
 # sanity checks' map similarities (tests/models/test_sanity.py).
 PACKAGES="build-essential cmake pkg-config clang-format
@@ -20,8 +22,10 @@ python3 python3-numpy python3-pil python3-torch python3-torchvision python3-onnx
 libopenblas0-openmp
 libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libpng-dev libgif-dev
 opencv-doc chromium python3-matplotlib python3-opencv python3-skimage
-clang libclang-rt-14-dev
 python3-scipy"
+if [ "${1:-}" = "--fuzz" ]; then
+    PACKAGES="$PACKAGES clang libclang-rt-14-dev"
+fi
 
 missing=""
 for p in $PACKAGES; do
