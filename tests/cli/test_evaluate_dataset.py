@@ -176,6 +176,15 @@ def test_errors():
             ok=False)
     check(p.returncode != 0 and 'bad2.csv:1' in p.stderr,
           'a malformed line: named: %s' % p.stderr.strip())
+    for name, text, want in (('bad3.csv', b'clip\n' + b'a' * 9000 + b'.npy\n', 'bad3.csv:2'),
+                             ('bad4.csv', b'ds/clip0.npy,,,0\nds/cl\0ip1.npy\n', 'bad4.csv:2')):
+        with open(work(name), 'wb') as f:
+            f.write(text)
+        p = stx(['evaluate', ARGS.model, '--dataset', work(name), '--out-dir', work('e')],
+                ok=False)
+        check(p.returncode != 0 and want in p.stderr and p.stderr.count('\n') == 1 and
+              not os.path.exists(work('e')),
+              'a line over 8 KiB / a NUL byte: one line naming the line: %s' % p.stderr.strip())
     p = stx(['evaluate', ARGS.model, '--dataset', work('ds', 'list.csv'), '--metric', 'pointing',
              '--methods', 'nosuch', '--out-dir', work('e2')], ok=False)
     rows = list(csv.DictReader(open(work('e2', 'results.csv')))) if p.returncode == 0 else []
