@@ -114,11 +114,37 @@ int dataset_list_parse(const char *text, size_t len, const char *dir, const char
 int dataset_list_read(const char *path, clip_entry **out, int *n_out) {
     FILE *f = fopen(path, "rb");
     if (!f) return cli_fail("--dataset %s: cannot open the list", path);
-    char *text = malloc(MAX_FILE);
-    size_t len = text ? fread(text, 1, MAX_FILE, f) : 0;
-    int err = ferror(f), more = text && len == MAX_FILE && fgetc(f) != EOF;
+    /* a growing buffer (the list may be a pipe): a few KiB for a usual list, not MAX_FILE */
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int err = 0, more = 0, oom = 0;
+    for (;;) {
+        if (len == cap) {
+            if (cap == MAX_FILE) {
+                more = fgetc(f) != EOF;
+                break;
+            }
+            size_t ncap = cap ? 2 * cap : 4096;
+            char *nt = realloc(text, ncap < MAX_FILE ? ncap : MAX_FILE);
+            if (!nt) {
+                oom = 1;
+                break;
+            }
+            text = nt;
+            cap = ncap < MAX_FILE ? ncap : MAX_FILE;
+        }
+        size_t got = fread(text + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            err = ferror(f);
+            break;
+        }
+    }
     fclose(f);
-    if (!text) return cli_fail("out of memory");
+    if (oom) {
+        free(text);
+        return cli_fail("out of memory");
+    }
     int rc;
     if (err)
         rc = cli_fail("--dataset %s: cannot read the list", path);
