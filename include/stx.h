@@ -444,11 +444,13 @@ STX_API int stx_render_text(stx_tensor *rgb, int x, int y, const char *text, int
  */
 typedef struct stx_session stx_session;
 
-/* Arithmetic of the forwards that a method runs many times. bf16: the convolutions inside a
+/* Arithmetic of the passes that a method runs many times. bf16: the convolutions inside a
  * chain of fused ones (reading and writing the activations between them, which are stored in
  * bfloat16) take bfloat16 inputs and weights (oneDNN, AMX where available) with fp32
  * accumulation, bias and residual. The first convolution (reading the pixels), the last one
- * of a chain, every other op and every graph output stay fp32. */
+ * of a chain, every other op and every graph output stay fp32. In reverse mode the same
+ * convolutions' backward-data reads the output gradient in bfloat16 and writes the input
+ * gradient in fp32; every gradient is stored and summed in fp32. */
 typedef enum { STX_PRECISION_FP32 = 0, STX_PRECISION_BF16 = 1 } stx_precision;
 
 typedef struct stx_session_options {
@@ -478,8 +480,8 @@ typedef struct stx_session_options {
      * are not computed (their data is NULL). Not combinable with grad_wrt. */
     const char *start_at;
     /* Convolutions in bfloat16 (see stx_precision; needs a CPU with AVX-512 BF16 or AMX and
-     * the oneDNN kernels, else STX_E_UNSUPPORTED at creation). Forward only: not combinable
-     * with grad_wrt. Default fp32. */
+     * the oneDNN kernels, else STX_E_UNSUPPORTED at creation), forward and, with grad_wrt,
+     * backward. Default fp32. */
     stx_precision precision;
 } stx_session_options;
 
@@ -664,11 +666,13 @@ typedef struct stx_explain_options {
     int aosa_stack;  /* AOSA's N_stack_mask: 1 = single tubes; k > 1 = each tube joined with the
                         k tubes of most similar trajectory (k + 1 per mask); default 3 (AOSA) */
     /* extremal: spatio-temporal extremal perturbation (preserve variant) */
-    int n_areas;             /* how many of areas[] are used (default 1) */
-    float areas[4];          /* target area fractions (default 0.1); the map sums the masks */
-    int steps;               /* extremal: optimiser steps per area (0: 300); ig: points of the
-                                quadrature, Captum's n_steps (0: 50) */
-    stx_precision precision; /* forwards of the perturbation methods: fp32 (default) or bf16 */
+    int n_areas;    /* how many of areas[] are used (default 1) */
+    float areas[4]; /* target area fractions (default 0.1); the map sums the masks */
+    int steps;      /* extremal: optimiser steps per area (0: 300); ig: points of the
+                       quadrature, Captum's n_steps (0: 50) */
+    /* fp32 (default) or bf16: the perturbation methods' forwards, the gradient family's
+     * forwards and backwards (LRP, transformer, CAM methods and extremal: fp32 only) */
+    stx_precision precision;
     /* Gradient family (saliency, gradxinput, ig, smoothgrad, smoothgrad-sq, vargrad,
      * guided-backprop, deconvnet, guided-gradcam) and lrp: input-space attributions
      * (docs/gradient.md). samples: noisy copies of the smoothgrad family (0: 25); noise: their

@@ -198,13 +198,16 @@ stx_status stx__backward_plan(stx_session *s) {
     }
     s->need_grad[s->seed_out] = 1;
 
-    /* gradient values: same dtype, shape and layout as their values */
+    /* gradient values: same dtype, shape and layout as their values; in bf16 sessions the
+     * gradient of a bfloat16 activation is float32 in the same (channels-last) order */
     for (int v = 0; v < nv; v++) {
         bool want = s->need_grad[v];
         for (int k = 0; k < s->n_wrt; k++) want |= s->wrt[k] == v;
         if (!want) continue;
         stx_tensor *g = &s->vals[nv + v];
         *g = s->vals[v];
+        if (s->bf16 && s->blocked[v])
+            g->nbytes = (size_t)stx__numel(g->dims, g->rank) * sizeof(float);
         g->data = NULL;
         g->owns = false;
         s->kind[nv + v] = STX_VK_RUNTIME;

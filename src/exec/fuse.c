@@ -166,6 +166,17 @@ static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *m
     return stx__dnnl_md_blocked(md, t->dims, t->rank, blk);
 }
 
+/* Memory descriptor of the gradient of value v: the value's, except that in bf16 sessions
+ * the gradients of bfloat16 activations are float32 (same channels-last order). */
+static dnnl_status_t grad_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
+    dnnl_status_t ds = value_md(s, v, md);
+    if (ds != dnnl_success || !s->bf16 || !s->blocked[v]) return ds;
+    dnnl_dims_t d;
+    for (int k = 0; k < md->ndims; k++) d[k] = md->dims[k];
+    static const dnnl_format_tag_t cl[6] = {0, 0, 0, dnnl_acb, dnnl_acdb, dnnl_acdeb};
+    return dnnl_memory_desc_init_by_tag(md, md->ndims, d, dnnl_f32, cl[md->ndims]);
+}
+
 static bool md_equal(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b) {
     return dnnl_memory_desc_equal(a, b) != 0;
 }
@@ -836,7 +847,7 @@ static stx_status flip_bwd_prepare(stx_session *s, stx_step *st, fused_conv *f,
     float *wp = NULL, *wt = NULL;
     stx_status status = STX_OK;
     dnnl_status_t ds =
-        dnnl_memory_desc_init_by_tag(&wany, nd + 2, wd, dnnl_f32, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&wany, nd + 2, wd, f->wei_md.data_type, dnnl_format_tag_any);
     if (ds == dnnl_success)
         ds = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
                                                         dnnl_convolution_direct, ddst, &wany, NULL,
@@ -846,7 +857,11 @@ static stx_status flip_bwd_prepare(stx_session *s, stx_step *st, fused_conv *f,
         ds = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (ds == dnnl_success)
         ds = dnnl_primitive_desc_create(&pd, &cd, attr, stx__dnnl_engine(), NULL);
-    if (ds != dnnl_success || strncmp(stx__dnnl_impl_name(pd), "jit", 3) != 0) goto done;
+    /* (JIT kernels; in bfloat16 also the AMX brgemm ones, the fastest there) */
+    if (ds != dnnl_success ||
+        (strncmp(stx__dnnl_impl_name(pd), "jit", 3) != 0 &&
+         !(wany.data_type == dnnl_bf16 && strncmp(stx__dnnl_impl_name(pd), "brg", 3) == 0)))
+        goto done;
     {
         const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
         const dnnl_memory_desc_t *sp =
@@ -912,12 +927,26 @@ stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
     STX_DNNL_TRY(&fail, "attributes", dnnl_primitive_attr_create(&attr));
     STX_DNNL_TRY(&fail, "scratchpad mode",
                  dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    /* First the forward's (blocked) layouts. oneDNN 2.6 has no fast AVX2 kernel for strided 3-D
+    /* gradients of x and y in their values' layouts (float32 also in bf16 sessions) */
+    dnnl_memory_desc_t xg_md, yg_md;
+    STX_DNNL_TRY(&fail, "gradient descriptor", grad_md(s, st->vin[0], &xg_md));
+    STX_DNNL_TRY(&fail, "gradient descriptor", grad_md(s, st->vout[0], &yg_md));
+    /* A bfloat16 convolution (bf16 sessions) runs its backward-data in bfloat16 too: d y
+     * rounded to bfloat16, the weights in bfloat16, fp32 accumulation, d x written in float32
+     * straight into its gradient's layout (else in bfloat16, converted). Otherwise first the
+     * forward's (blocked) layouts. oneDNN 2.6 has no fast AVX2 kernel for strided 3-D
      * backward-data in blocked layouts and falls back to its naive reference one, 100x slower:
      * then plain layouts, where its im2col+GEMM kernel applies. */
-    for (int attempt = 0; attempt < 2; attempt++) {
+    bool lowp = f->src_md.data_type == dnnl_bf16;
+    /* (in bf16 sessions an fp32 first layer reads and writes channels-last layouts, where
+     * oneDNN's JIT backward-data for few input channels is slow: plain layouts and stx's own
+     * kernel below, as in fp32 sessions) */
+    int first = s->bf16 && !lowp && st->c.in[0]->dims[1] <= 4 ? 1 : 0;
+    for (int attempt = first; attempt < 2; attempt++) {
         dnnl_memory_desc_t dsrc = f->src_md, ddst = f->dst_md;
-        if (attempt == 1) {
+        if (lowp) {
+            if (attempt == 0) dsrc = xg_md;
+        } else if (attempt == 1) {
             const stx_tensor *X = st->c.in[0], *Y = st->c.out[0];
             STX_DNNL_TRY(&fail, "plain descriptor",
                          stx__dnnl_md_plain(&dsrc, X->dims, X->rank, dnnl_f32));
@@ -965,12 +994,11 @@ stx_status stx__fused_backward_prepare(stx_session *s, stx_step *st) {
         status = own_bwd_prepare(s, st, f, pd, dsrc, ddst);
         if (!status) status = flip_bwd_prepare(s, st, f, dsrc, ddst);
         if (status) goto done;
-        /* d z lives in the output value's layout; the primitive reads diff_dst in its own */
-        STX_DNNL_TRY(&fail, "diff_dst reorder", maybe_reorder(&f->rdz, &f->yval_md, ddst));
-        STX_DNNL_TRY(&fail, "diff_src reorder", maybe_reorder(&f->rdx, dsrc, &f->xval_md));
-        STX_DNNL_TRY(&fail, "diff_src accumulation",
-                     accumulate_reorder(&f->rdx_acc, dsrc, &f->xval_md));
-        need_scratch(s, BS_DZ, st->c.out[0]->nbytes);
+        /* d z lives in the output gradient's layout; the primitive reads diff_dst in its own */
+        STX_DNNL_TRY(&fail, "diff_dst reorder", maybe_reorder(&f->rdz, &yg_md, ddst));
+        STX_DNNL_TRY(&fail, "diff_src reorder", maybe_reorder(&f->rdx, dsrc, &xg_md));
+        STX_DNNL_TRY(&fail, "diff_src accumulation", accumulate_reorder(&f->rdx_acc, dsrc, &xg_md));
+        need_scratch(s, BS_DZ, dnnl_memory_desc_get_size(&yg_md));
         need_scratch(s, BS_DDST, dnnl_memory_desc_get_size(ddst));
         need_scratch(s, BS_DSRC, dnnl_memory_desc_get_size(dsrc));
     }
@@ -1008,6 +1036,18 @@ stx_status stx__fused_backward_run(stx_session *s, stx_step *f, stx_step *b) {
         bool fresh = b->zero_mask & 1u;
         float *dxp = dx->data;
         const float *dyp = dy->data;
+        if (s->bf16) {
+            /* d x (float32, layout n, spatial, c) = d y[n, c] / S */
+#pragma omp parallel for collapse(2) schedule(static)
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t i = 0; i < S; i++) {
+                    float *p = dxp + (n * S + i) * C;
+                    const float *g = dyp + n * C;
+                    for (int64_t ch = 0; ch < C; ch++)
+                        p[ch] = fresh ? g[ch] / (float)S : p[ch] + g[ch] / (float)S;
+                }
+            return STX_OK;
+        }
 #pragma omp parallel for collapse(2) schedule(static)
         for (int64_t n = 0; n < N; n++)
             for (int64_t cb = 0; cb < CB; cb++) {
@@ -1027,10 +1067,18 @@ stx_status stx__fused_backward_run(stx_session *s, stx_step *f, stx_step *b) {
     stx_tensor *dres = b->c.din[1];
     if (!dy) return STX_OK;
     /* physical element count: blocked layouts include zero padding, which stays zero */
-    int64_t ny = (int64_t)(y->nbytes / sizeof(float));
-    /* d z = d y masked by the ReLU (y > 0), in the output value's layout */
+    int64_t ny = (int64_t)(dy->nbytes / sizeof(float));
+    /* d z = d y masked by the ReLU (y > 0), in the output gradient's layout */
     const float *dz = dy->data;
-    if (fc->has_relu) {
+    if (fc->has_relu && s->bf16 && s->blocked[f->vout[0]]) {
+        /* y in bfloat16 (same order): positive when the sign bit is clear and it is not zero */
+        float *z = fscratch(s, BS_DZ);
+        const uint16_t *yb = y->data;
+        const float *g = dy->data;
+#pragma omp parallel for schedule(static) if (ny > 65536)
+        for (int64_t i = 0; i < ny; i++) z[i] = yb[i] != 0 && yb[i] < 0x8000u ? g[i] : 0.0f;
+        dz = z;
+    } else if (fc->has_relu) {
         float *z = fscratch(s, BS_DZ);
         const float *yp = y->data, *g = dy->data;
 #pragma omp parallel for schedule(static) if (ny > 65536)

@@ -313,10 +313,6 @@ stx_status stx_session_create_multi(stx_model *m, const stx_session_options *opt
         st = stx__errf(ce, STX_E_INVALID, "unknown precision %d", (int)o.precision);
         goto fail;
     }
-    if (s->bf16 && o.grad_wrt) {
-        st = stx__errf(ce, STX_E_INVALID, "precision bf16 is for forwards only (not grad_wrt)");
-        goto fail;
-    }
     if (s->bf16 && (!s->use_dnnl || !stx__dnnl_has_bf16())) {
         st = stx__errf(ce, STX_E_UNSUPPORTED,
                        !s->use_dnnl ? "precision bf16 needs the oneDNN kernels (use_dnnl)"

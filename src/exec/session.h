@@ -41,7 +41,7 @@ struct stx_session {
     stx_err err;
     int nthreads;
     int use_dnnl, fuse;
-    bool bf16; /* convolutions and matrix products in bfloat16 (forward only) */
+    bool bf16; /* convolutions between fused ones in bfloat16, forward and backward-data */
     int nv;
     stx_tensor *vals; /* per graph value: planned tensor (header + data pointer) */
     uint8_t *kind;    /* stx_value_kind per value */

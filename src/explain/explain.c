@@ -395,8 +395,8 @@ static stx_status create_extremal(stx_explainer *e) {
                          o->steps);
     if (o->precision != STX_PRECISION_FP32)
         return stx__errf(ce, STX_E_UNSUPPORTED,
-                         "extremal: precision bf16 is forward-only; the method needs gradients "
-                         "(fp32)");
+                         "extremal: precision bf16 is not supported (the mask optimisation "
+                         "needs fp32 gradients)");
     stx_session_options so = stx_session_options_default();
     so.num_threads = o->num_threads;
     stx_status st = stx_session_create(e->m, &so, e->shape, e->rank, &e->main);
@@ -673,9 +673,12 @@ static stx_status create_dense(stx_explainer *e) {
         return stx__errf(ce, STX_E_INVALID, "unknown ig schedule %d", (int)o->schedule);
     if ((unsigned)o->head_fusion > STX_HEADS_MIN)
         return stx__errf(ce, STX_E_INVALID, "unknown head fusion %d", (int)o->head_fusion);
-    if (o->precision != STX_PRECISION_FP32)
+    /* bf16: the gradient family runs its forwards and backward-data convolutions in
+     * bfloat16; LRP's rules and the transformer methods need fp32 */
+    if (o->precision != STX_PRECISION_FP32 && !nct_method(e->method) && e->method != M_SWAG)
         return stx__errf(ce, STX_E_UNSUPPORTED,
-                         "%s: precision bf16 is forward-only; the method needs gradients (fp32)",
+                         "%s: precision bf16 is for the perturbation and gradient methods only "
+                         "(this one needs fp32)",
                          method_names[e->method]);
     if (e->method == M_SWAG && o->reduce == STX_REDUCE_NONE)
         return stx__errf(ce, STX_E_INVALID,
@@ -895,6 +898,13 @@ stx_status stx_explainer_create(stx_model *m, const stx_explain_options *opt,
         if (st) goto fail;
         *out = e;
         return STX_OK;
+    }
+    if (o->precision != STX_PRECISION_FP32) {
+        st = stx__errf(ce, STX_E_UNSUPPORTED,
+                       "%s: precision bf16 is for the perturbation and gradient methods only "
+                       "(the CAM family runs in fp32)",
+                       method_names[e->method]);
+        goto fail;
     }
 
     /* probe plan: shapes of every tensor, for the layer and the token grid */

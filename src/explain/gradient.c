@@ -223,6 +223,7 @@ stx_status stx__grad_create(const stx_dense_spec *sp, int method, stx_grad **out
     so.num_threads = sp->num_threads;
     so.grad_wrt = wrt;
     so.grad_output = sp->out_index;
+    so.precision = o->precision;
     if (method == STX_GRAD_GUIDED || method == STX_GRAD_DECONV) {
         g->rule.op_type = "Relu";
         g->rule.fn = method == STX_GRAD_GUIDED ? guided_relu : deconv_relu;

@@ -21,7 +21,8 @@ vargrad, guided-backprop, deconvnet, guided-gradcam, swag) against independent o
   * --batch 1, 5 and 16 give the same IG and SmoothGrad maps; channel reductions as documented.
   * Sanity on the zoo transformer's held-out clips: the maps' maxima fall in the target's tube
     more often than a random point, and their mass in the tube exceeds its volume share.
-  * Errors: steps, schedule, noise file, reduce none with a report folder, bf16.
+  * Errors: steps, schedule, noise file, reduce none with a report folder, bf16 with lrp
+    (the gradient family's bf16 path: test_grad_bf16.py).
 
 usage: test_gradient.py --stx build/stx --models build/models --work DIR [--only NAME,...]"""
 import os
@@ -343,7 +344,7 @@ def test_errors():
                         (['--method', 'ig', '--schedule', 'simpson'], '--schedule'),
                         (['--method', 'smoothgrad', '--noise-file', bad_noise], 'noise samples'),
                         (['--method', 'saliency', '--reduce', 'mean'], '--reduce'),
-                        (['--method', 'saliency', '--precision', 'bf16'], 'bf16'),
+                        (['--method', 'lrp', '--precision', 'bf16'], 'bf16'),
                         (['--method', 'swag', '--reduce', 'none'], 'swag')):
         if os.path.exists(out):
             os.remove(out)
