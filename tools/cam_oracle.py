@@ -565,6 +565,42 @@ def explain(model, x, layer, method, targets=None, frame=None, score='logit',
     return res
 
 
+def explain_many(model, x, layer, methods, upsample='trilinear', layout='NCTHW',
+                 per_method=None, **kw):
+    """explain() for each of `methods`: a dict method -> the result explain() returns for it.
+    The single-pass gradient methods (GRADIENT_METHODS but smooth-gradcam++) all read the same
+    A and G, so one forward and backward pass (explain with keep_tensors) serves every one of
+    them, through the same gradient_map and upsample_map as explain(); every other method runs
+    explain() on its own. per_method: method -> extra keyword arguments (samples, noise, ...);
+    kw: the arguments common to every method (targets, frame, score, token_grid, ...)."""
+    per_method = per_method or {}
+    single = [m for m in methods if m in GRADIENT_METHODS and m != 'smooth-gradcam++']
+    out = {}
+    if single:
+        first = explain(model, x, layer, single[0], upsample=upsample, layout=layout,
+                        keep_tensors=True, **dict(kw, **per_method.get(single[0], {})))
+        A = torch.from_numpy(first['activation'])
+        G = torch.from_numpy(first['gradient'])
+        size = input_thw(tuple(np.shape(x)), layout)
+        for method in single:
+            Ls, ws = [], []
+            for n in range(A.shape[0]):
+                L, w = gradient_map(method, A[n], G[n])
+                Ls.append(L)
+                ws.append(w)
+            feat = torch.stack(Ls)
+            r = {'feature': feat.numpy(), 'map': upsample_map(feat, size, upsample).numpy(),
+                 'targets': first['targets'], 'baseline': first['baseline']}
+            if ws[0] is not None:
+                r['weights'] = torch.stack(ws).numpy()
+            out[method] = r
+    for method in methods:
+        if method not in out:
+            out[method] = explain(model, x, layer, method, upsample=upsample, layout=layout,
+                                  **dict(kw, **per_method.get(method, {})))
+    return out
+
+
 def sscam_delta(delta, n, ks, i, shape, sigma, gen):
     """The noise added to the masks M_k (k in ks) in SS-CAM pass i of sample n."""
     if delta is None:

@@ -28,6 +28,31 @@ def stx(args, ok=True, env=None):
     return p
 
 
+class Background:
+    """A command started now and collected later, so that the machine's second core runs it
+    while the test does something else (an oracle, another single-threaded stx run):
+    result() waits for it and returns a subprocess.CompletedProcess (text output), raising
+    with its stderr when it failed and ok is set."""
+
+    def __init__(self, argv, env=None):
+        self.argv = [str(a) for a in argv]
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=dict(os.environ, **env) if env else None)
+
+    def result(self, ok=True):
+        out, err = self.proc.communicate()
+        p = subprocess.CompletedProcess(self.argv, self.proc.returncode, out, err)
+        if ok and p.returncode != 0:
+            raise RuntimeError('%s failed (%d): %s' % (' '.join(self.argv), p.returncode,
+                                                        err.strip()))
+        return p
+
+
+def stx_background(args, env=None):
+    """stx ARGS started in the background (Background)."""
+    return Background([ARGS.stx] + args, env)
+
+
 def work(name):
     return os.path.join(ARGS.work, name)
 

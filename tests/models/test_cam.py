@@ -107,14 +107,19 @@ def compare(label, spec, onnx_path, x, layer, methods, extra=None, token_grid=No
     model, facts = cam_oracle.load_model(spec)
     xin = os.path.join(ARGS.work, label + '_x.npy')
     np.save(xin, x)
+    # the oracle for every method at once: the single-pass gradient methods share one forward
+    # and backward pass (their activations and gradients are the same)
+    oracle = cam_oracle.explain_many(
+        model, x, layer, methods, layout=facts['layout'],
+        token_grid=token_grid or facts['token_grid'],
+        per_method={m: {'samples': (extra or {}).get(m, {}).get('samples'),
+                        'noise': (extra or {}).get(m, {}).get('noise')} for m in methods})
     for method in methods:
         opts = dict((extra or {}).get(method, {}))
         flags = []
         for k, v in opts.items():
             flags += ['--' + k, str(v)]
-        res = cam_oracle.explain(model, x, layer, method, layout=facts['layout'],
-                                 token_grid=token_grid or facts['token_grid'],
-                                 samples=opts.get('samples'), noise=opts.get('noise'))
+        res = oracle[method]
         for up, key in (('none', 'feature'), ('trilinear', 'map')):
             out = os.path.join(ARGS.work, '%s_%s_%s.npy' % (label, method, up))
             p = stx(['explain', onnx_path, xin, '--method', method, '--layer', layer,

@@ -53,13 +53,24 @@ def zoo_input(name, clips):
     return model, facts, preprocess(frames, facts['mean'], facts['std'], facts['layout'])
 
 
-def explain(name, x, targets, steps, areas, out, threads=1):
-    path = work('in_%s.npy' % name)
+def explain_start(name, x, targets, steps, areas, out, threads=1):
+    """The stx run started in the background (its own input file); finish() collects it."""
+    path = work('in_%s_%s' % (name, os.path.basename(out)))
     np.save(path, x)
-    stx(['explain', os.path.join(ZOO, name + '.onnx'), path, '--method', 'extremal',
+    return harness.stx_background(
+        ['explain', os.path.join(ZOO, name + '.onnx'), path, '--method', 'extremal',
          '--target', ','.join(map(str, targets)), '--steps', str(steps), '--areas',
-         ','.join(map(str, areas)), '-o', out], threads=threads)
+         ','.join(map(str, areas)), '-o', out, '--threads', str(threads)]), out
+
+
+def finish(run):
+    handle, out = run
+    handle.result()
     return np.load(out)
+
+
+def explain(name, x, targets, steps, areas, out, threads=1):
+    return finish(explain_start(name, x, targets, steps, areas, out, threads))
 
 
 def initial_map(x, layout, n_areas):
@@ -86,9 +97,12 @@ def test_oracle():
     # class (p_c near 1: the area term drives the step); target 0 is not (the reward's gradient,
     # through the model's backward and the blend, then carries a third of the step)
     m0 = initial_map(x, facts['layout'], 1)
+    # (each stx run, one thread, works on one core while the oracle, one torch thread,
+    # computes on the other)
     for target in (7, 0):
-        got = explain('action_r3d', x, [target], 1, [0.1], work('one.npy'))
+        run = explain_start('action_r3d', x, [target], 1, [0.1], work('one_%d.npy' % target))
         want = extremal_oracle.extremal(model, x, target, [0.1], 1)['map']
+        got = finish(run)
         dg, dw = got[0] - m0, want[0] - m0
         r = rel_norm(dg, dw)
         rm = float(np.abs(dg - dw).max() / np.abs(dw).max())
@@ -96,10 +110,11 @@ def test_oracle():
               'PyTorch autograd + SGD: rel diff %.1e (norm), %.1e (max); largest change %.3f' % (
                   target, r, rm, np.abs(dw).max()))
     # ten steps, two areas, the core term on from the start
-    got = explain('action_r3d', x, [7], 10, [0.05, 0.2], work('ten.npy'))
+    run = explain_start('action_r3d', x, [7], 10, [0.05, 0.2], work('ten.npy'))
     t0 = time.time()
     ref = extremal_oracle.extremal(model, x, 7, [0.05, 0.2], 10, history=True)
     want = ref['map']
+    got = finish(run)
     r = rel_norm(got, want)
     rm = float(np.abs(got - want).max() / np.abs(want).max())
     h = ref['hist'][0][-1]
@@ -110,8 +125,9 @@ def test_oracle():
               np.round(h['core'], 3).tolist(), time.time() - t0))
     # NTCHW, a batch of two clips with their own targets
     model, facts, x = zoo_input('action_cnn_lstm', ['blink', 'appear'])
-    got = explain('action_cnn_lstm', x, [7, 6], 4, [0.1], work('lstm.npy'))
+    run = explain_start('action_cnn_lstm', x, [7, 6], 4, [0.1], work('lstm.npy'))
     want = extremal_oracle.extremal(model, x, [7, 6], [0.1], 4, layout=facts['layout'])['map']
+    got = finish(run)
     m0 = initial_map(x, facts['layout'], 1)
     r = max(rel_norm(got[i] - m0, want[i] - m0) for i in range(2))
     check(r <= TOL, '4 steps, action_cnn_lstm (NTCHW), two clips: map change rel diff %.1e '
@@ -124,7 +140,26 @@ def test_oracle():
     check(np.array_equal(a, b), 'the same run twice (2 threads): the same map')
 
 
+LOC = {}
+
+
+def start_localisation():
+    """The held-out clips' run (one thread), started once: by test_area, so that it works on
+    the second core while the area run works on the first, or else by test_localisation."""
+    if not LOC:
+        n = 8
+        frames, targets, mask, rand = harness.heldout(n)
+        out = work('loc.npy')
+        LOC.update(n=n, mask=mask, rand=rand, out=out, t0=time.time(), run=harness.stx_background(
+            ['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', 'extremal',
+             '--target', targets, '--areas', '0.03', '--steps', '40', '-o', out,
+             '--threads', '1']))
+    return LOC
+
+
 def test_area():
+    if not harness.ARGS.only or 'loc' in harness.ARGS.only.split(','):
+        start_localisation()
     _, facts, x = zoo_input('action_r3d', ['blink'])
     t0 = time.time()
     m = explain('action_r3d', x, [7], 100, [0.1], work('area.npy'))[0]
@@ -136,14 +171,10 @@ def test_area():
 
 
 def test_localisation():
-    n = 8
-    frames, targets, mask, rand = harness.heldout(n)
-    out = work('loc.npy')
-    t0 = time.time()
-    stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'), frames, '--method', 'extremal',
-         '--target', targets, '--areas', '0.03', '--steps',
-         '40', '-o', out])
-    dt = time.time() - t0
+    loc = start_localisation()
+    loc['run'].result()
+    n, mask, rand, out = loc['n'], loc['mask'], loc['rand'], loc['out']
+    dt = time.time() - loc['t0']
     hit, exact = tube_hits(np.load(out), mask)
     check(hit > rand, 'extremal (--areas 0.03 --steps 40) on %d held-out clips, action_r3d: '
           'maximum within 4 px of the tube in %.2f of clips (inside: %.2f; a random point: %.2f; '

@@ -112,7 +112,7 @@ def test_captum():
           'Captum BasicModel2: averaged gradient %s ~ (0.5, -0.5)' % avg)
     # one right-Riemann step = gradient at x times (x - 0)
     r3d = os.path.join(ZOO, 'action_r3d.onnx')
-    model, facts = cam_oracle.load_model('zoo:action_r3d')
+    model, facts = zoo_model('action_r3d')
     xz = preprocess(np.load(os.path.join(ZOO, 'clips', 'appear.npy'))[None], facts['mean'],
                     facts['std'], 'NCTHW')
     ig1, _ = explain(r3d, xz, 'ig', ['--reduce', 'none', '--steps', '1', '--schedule', 'right'],
@@ -125,8 +125,19 @@ def test_captum():
 
 # ---- PyTorch oracles --------------------------------------------------------------------------
 
+_ZOO_MODELS = {}
+
+
+def zoo_model(name):
+    """cam_oracle.load_model('zoo:' + name), read once per model (the oracles never change a
+    model: hooks and the guided ReLU are removed after each call)."""
+    if name not in _ZOO_MODELS:
+        _ZOO_MODELS[name] = cam_oracle.load_model('zoo:' + name)
+    return _ZOO_MODELS[name]
+
+
 def zoo_case(name, clip='blink'):
-    model, facts = cam_oracle.load_model('zoo:' + name)
+    model, facts = zoo_model(name)
     frames = np.load(os.path.join(ZOO, 'clips', clip + '.npy'))
     return model, preprocess(frames[None], facts['mean'], facts['std'], facts['layout'])
 
@@ -173,7 +184,7 @@ def test_oracle():
                     ['--noise-file', work('noise.npy'), '--noise', '0.2'], noise=noise,
                     level=0.2)
     # per-frame: the phase CNN-LSTM, class 2 at frame 20 of a 24-frame window
-    model, facts = cam_oracle.load_model('zoo:phase_cnn_lstm')
+    model, facts = zoo_model('phase_cnn_lstm')
     d = np.load(os.path.join(ZOO, 'procedure_test.npz'))
     x = preprocess(d['video'][100:124][None], facts['mean'], facts['std'], 'NTCHW')
     path = os.path.join(ZOO, 'phase_cnn_lstm.onnx')
@@ -310,7 +321,7 @@ def test_batch():
 
 def test_sanity():
     d = np.load(os.path.join(ZOO, 'action_test.npz'))
-    _, facts = cam_oracle.load_model('zoo:action_timesformer')
+    _, facts = zoo_model('action_timesformer')
     x = preprocess(d['video'], facts['mean'], facts['std'], 'NCTHW')
     mask = d['mask']
     path = os.path.join(ZOO, 'action_timesformer.onnx')

@@ -66,13 +66,28 @@ def double_export(name, out_dir):
     return onnx_path, inp
 
 
+_BUILT = {}
+
+
+def torch_model(name, dtype):
+    """em.build_model(name) (seeded: the same weights every time) in dtype, built once per name
+    and dtype, with in-place ReLUs off (they would hand hooks a tensor modified later)."""
+    if (name, dtype) not in _BUILT:
+        m = em.build_model(name)
+        if dtype == np.float64:
+            m = m.double()
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.ReLU):
+                mod.inplace = False
+        _BUILT[(name, dtype)] = m
+    return _BUILT[(name, dtype)]
+
+
 def torch_grads(name, module, x, target=None, frame=None, prob=False):
-    m = em.build_model(name)
-    if x.dtype == np.float64:
-        m = m.double()
-    for mod in m.modules():  # in-place ReLUs would hand hooks a tensor modified later
-        if isinstance(mod, torch.nn.ReLU):
-            mod.inplace = False
+    """(class, d score / d input, d score / d module output); with prob=True also the same for
+    the softmax probability of its own top class, from the same forward pass:
+    (c, gx, ga, c_prob, gx_prob)."""
+    m = torch_model(name, np.float64 if x.dtype == np.float64 else np.float32)
     acts = {}
     mod = dict(m.named_modules())[module]
 
@@ -85,11 +100,16 @@ def torch_grads(name, module, x, target=None, frame=None, prob=False):
     y = m(xt)
     h.remove()
     scores = y if frame is None else y[:, :, frame]
-    if prob:
-        scores = torch.softmax(scores, dim=1)
     c = int(torch.argmax(scores[0])) if target is None else target
-    scores[:, c].sum().backward()
-    return c, xt.grad.numpy(), acts["a"].grad.numpy()
+    scores[:, c].sum().backward(retain_graph=prob)
+    # copies: a second pass through the graph would add to the retained module gradient
+    gx, ga = xt.grad.numpy().copy(), acts["a"].grad.numpy().copy()
+    if not prob:
+        return c, gx, ga
+    probs = torch.softmax(scores, dim=1)
+    cp = int(torch.argmax(probs[0])) if target is None else target
+    gp, = torch.autograd.grad(probs[:, cp].sum(), xt)
+    return c, gx, ga, cp, gp.numpy()
 
 
 def stx_grad(stx, model, inp, wrt, out, target, frame=None, prob=False):
@@ -150,13 +170,14 @@ def main():
         # strict: float64 export, float64 PyTorch
         onnx64, inp64 = double_export(name, work)
         x = np.load(inp64)
-        c, gx, ga = torch_grads(name, module, x, None, frame)
+        # r3d_18: the logit's and the softmax probability's gradients from one forward pass
+        c, gx, ga, *pr = torch_grads(name, module, x, None, frame, prob=name == "r3d_18")
         got, info = stx_grad(a.stx, onnx64, inp64, "input", os.path.join(work, "gx.npy"), c, frame)
         check(f"{name} float64 d/d input", got, gx, info)
         got, info = stx_grad(a.stx, onnx64, inp64, module, os.path.join(work, "ga.npy"), c, frame)
         check(f"{name} float64 d/d {module}", got, ga, info)
         if name == "r3d_18":  # the softmax-probability score
-            c, gx, _ = torch_grads(name, module, x, None, frame, prob=True)
+            c, gx = pr
             got, info = stx_grad(a.stx, onnx64, inp64, "input", os.path.join(work, "gp.npy"), c,
                                  frame, prob=True)
             check(f"{name} float64 prob d/d input", got, gx, info)
@@ -176,7 +197,7 @@ def main():
         xb = np.concatenate([x1, -0.5 * x1], axis=0)
         bpath = os.path.join(work, "r3d_b2.npy")
         np.save(bpath, xb)
-        m = em.build_model("r3d_18").double()
+        m = torch_model("r3d_18", np.float64)
         xt = torch.from_numpy(xb).requires_grad_(True)
         y = m(xt)
         targets = [3, 117]
