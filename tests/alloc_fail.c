@@ -18,6 +18,7 @@
  * N is taken every S-th value (default S = 1: every N); with --max-runs R > 0 at most R runs are
  * made, S being raised to fit. ctest runs every N, one-shot and persistent (about 30 s each
  * under ASan for the demo model's 1118 allocations). */
+#include "results.h"
 #include "stx.h"
 
 #include <stdio.h>
@@ -51,26 +52,6 @@ static void hook_free(void *user, void *p) {
     if (!p) return;
     c->live--;
     free(p);
-}
-
-typedef struct {
-    float *out, *grad, *cam, *sal; /* results of a successful run (malloc'ed copies) */
-    size_t n_out, n_grad, n_cam, n_sal;
-} results;
-
-static float *copy_tensor(const stx_tensor *t, size_t *n) {
-    *n = (size_t)stx_tensor_numel(t);
-    float *d = malloc(*n * sizeof(float) + 1);
-    if (d) memcpy(d, stx_tensor_data_const(t), *n * sizeof(float));
-    return d;
-}
-
-static void results_free(results *r) {
-    free(r->out);
-    free(r->grad);
-    free(r->cam);
-    free(r->sal);
-    memset(r, 0, sizeof *r);
 }
 
 static const char *g_model, *g_clip, *g_layer;

@@ -16,7 +16,6 @@
 
 #include <math.h>
 #include <stdbool.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,17 +24,6 @@
 #define MAX_PHASES 64
 #define MAX_MOMENTS 64
 #define MAX_TENSORS 1024
-
-/* The CLI's one-line error (cli/main.c is not linked here). */
-int cli_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("stx: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return 1;
-}
 
 static stx_context *CTX;
 static stx_tensor *KEEP[MAX_TENSORS];

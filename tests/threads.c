@@ -12,6 +12,7 @@
  * The context has one thread, so OpenMP and oneDNN run single-threaded inside each worker
  * (libgomp is not instrumented by TSan: parallel regions with several threads would give false
  * reports). */
+#include "results.h"
 #include "stx.h"
 
 #include <pthread.h>
@@ -23,11 +24,6 @@
 #define ROUNDS 2
 
 typedef struct {
-    float *out, *cam, *sal;
-    size_t n_out, n_cam, n_sal;
-} results;
-
-typedef struct {
     stx_explainer *cam, *sal;
     stx_session *fwd;
     const stx_tensor *x;
@@ -35,20 +31,6 @@ typedef struct {
     stx_status st;
     char msg[512];
 } worker;
-
-static float *copy_tensor(const stx_tensor *t, size_t *n) {
-    *n = (size_t)stx_tensor_numel(t);
-    float *d = malloc(*n * sizeof(float) + 1);
-    if (d) memcpy(d, stx_tensor_data_const(t), *n * sizeof(float));
-    return d;
-}
-
-static void results_free(results *r) {
-    free(r->out);
-    free(r->cam);
-    free(r->sal);
-    memset(r, 0, sizeof *r);
-}
 
 /* Runs the worker's forward session and both explainers on its clip; keeps the last results. */
 static stx_status run_worker(worker *w) {

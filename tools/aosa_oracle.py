@@ -25,7 +25,8 @@ x: the model's float input of ONE sample, (1, C, T, H, W) (layout NCTHW) or (1, 
 info: number of seeds, of points that left the frame, the largest distance a point travelled.
 """
 import numpy as np
-import torch
+
+from perturb_oracle import target_scores
 
 
 def _seeds(H, W, stride):
@@ -103,14 +104,7 @@ def aosa(model, x, target, flows, stride=8, crop=16, stack=3, baseline='zero', l
         return o[None] if layout == 'NCTHW' else o[:, None]
 
     def scores(batch_x):
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(batch_x), batch):
-                y = model(torch.from_numpy(np.ascontiguousarray(batch_x[i:i + batch]))).double()
-                if score == 'prob':
-                    y = torch.softmax(y, dim=1)
-                out.append(y[:, int(target)].numpy())
-        return np.concatenate(out)
+        return target_scores(model, batch_x, target, score, batch)
 
     s0 = scores(xs[None])[0]
     s = scores(np.stack([np.where(expand(o), base, xs) for o in occ]))

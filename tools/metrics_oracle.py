@@ -24,7 +24,8 @@ complexity (entropy of |a| / sum |a|).
 import math
 
 import numpy as np
-import torch
+
+from perturb_oracle import target_scores
 
 
 def sum_model_onnx(path, thw=(1, 2, 2)):
@@ -103,14 +104,7 @@ def deletion_insertion(model, x, saliency, target, steps=20, baseline='zero',
     targets = np.broadcast_to(np.asarray(target), (N,))
 
     def scores(xs, t):
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(xs), batch):
-                y = model(torch.from_numpy(np.ascontiguousarray(xs[i:i + batch]))).double()
-                if score == 'prob':
-                    y = torch.softmax(y, dim=1)
-                out.append(y[:, int(t)].numpy())
-        return np.concatenate(out)
+        return target_scores(model, xs, t, score, batch)
 
     res = []
     for n in range(N):

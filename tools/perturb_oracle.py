@@ -26,6 +26,20 @@ def _axis_windows(D, w, s):
     return [(k * s, min(k * s + w, D)) for k in range(n)]
 
 
+def target_scores(model, xs, target, score='logit', batch=16):
+    """The target class's logit (or softmax probability) of each row of xs, as float64, the
+    model run on batches of `batch` rows without gradients (shared by the perturbation-style
+    oracles: this one, aosa_oracle, metrics_oracle)."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(xs), batch):
+            y = model(torch.from_numpy(np.ascontiguousarray(xs[i:i + batch]))).double()
+            if score == 'prob':
+                y = torch.softmax(y, dim=1)
+            out.append(y[:, int(target)].numpy())
+    return np.concatenate(out)
+
+
 def occlusion(model, x, target, window, stride, baseline='zero', layout='NCTHW', score='logit',
               batch=16):
     x = np.asarray(x, np.float32)
@@ -38,14 +52,7 @@ def occlusion(model, x, target, window, stride, baseline='zero', layout='NCTHW',
     targets = np.broadcast_to(np.asarray(target), (N,))
 
     def scores(xs, n):
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(xs), batch):
-                y = model(torch.from_numpy(np.ascontiguousarray(xs[i:i + batch]))).double()
-                if score == 'prob':
-                    y = torch.softmax(y, dim=1)
-                out.append(y[:, int(targets[n])].numpy())
-        return np.concatenate(out)
+        return target_scores(model, xs, targets[n], score, batch)
 
     maps = np.zeros((N, T, H, W))
     for n in range(N):

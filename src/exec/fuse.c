@@ -152,7 +152,8 @@ static int add_other(const stx_session *s, const stx_step *st, int v) {
 /* Memory descriptor of value v in its planned layout. In bf16 sessions the "blocked" values
  * between fused convolutions are bfloat16, channels last (the layout oneDNN's AMX kernels read
  * and write, so no conversion runs between layers). */
-static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
+static dnnl_status_t planned_md(const stx_session *s, int v, dnnl_data_type_t cl_type,
+                                dnnl_memory_desc_t *md) {
     const stx_tensor *t = &s->vals[v];
     int blk = s->blocked[v];
     if (!blk) return stx__dnnl_md_plain(md, t->dims, t->rank, dnnl_f32);
@@ -161,20 +162,19 @@ static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *m
         if (t->rank < 3 || t->rank > 5) return dnnl_unimplemented;
         dnnl_dims_t d;
         for (int k = 0; k < t->rank; k++) d[k] = t->dims[k];
-        return dnnl_memory_desc_init_by_tag(md, t->rank, d, dnnl_bf16, cl[t->rank]);
+        return dnnl_memory_desc_init_by_tag(md, t->rank, d, cl_type, cl[t->rank]);
     }
     return stx__dnnl_md_blocked(md, t->dims, t->rank, blk);
+}
+
+static dnnl_status_t value_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
+    return planned_md(s, v, dnnl_bf16, md);
 }
 
 /* Memory descriptor of the gradient of value v: the value's, except that in bf16 sessions
  * the gradients of bfloat16 activations are float32 (same channels-last order). */
 static dnnl_status_t grad_md(const stx_session *s, int v, dnnl_memory_desc_t *md) {
-    dnnl_status_t ds = value_md(s, v, md);
-    if (ds != dnnl_success || !s->bf16 || !s->blocked[v]) return ds;
-    dnnl_dims_t d;
-    for (int k = 0; k < md->ndims; k++) d[k] = md->dims[k];
-    static const dnnl_format_tag_t cl[6] = {0, 0, 0, dnnl_acb, dnnl_acdb, dnnl_acdeb};
-    return dnnl_memory_desc_init_by_tag(md, md->ndims, d, dnnl_f32, cl[md->ndims]);
+    return planned_md(s, v, dnnl_f32, md);
 }
 
 static bool md_equal(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b) {

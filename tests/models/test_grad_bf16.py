@@ -32,6 +32,7 @@ import cam_oracle  # noqa: E402
 import grad_oracle  # noqa: E402
 import harness  # noqa: E402
 from harness import check, stx, work  # noqa: E402
+from test_gradient import totals  # noqa: E402
 from zoo_common import preprocess  # noqa: E402
 
 ZOO = os.path.join(ROOT, 'models', 'zoo')
@@ -42,13 +43,8 @@ def explain(path, x, method, target, precision, extra=()):
     out = work('out_%s.npy' % precision)
     p = stx(['explain', path, work('in.npy'), '--method', method, '--reduce', 'none',
              '--target', str(target), '--precision', precision, '-o', out] + list(extra))
-    gap = None
-    for line in p.stdout.splitlines():
-        if 'completeness: sum' in line:
-            part = line.split('completeness: sum ')[1]
-            s = float(part.split(',')[0])
-            e = float(part.split('expected ')[1].split(',')[0])
-            gap = abs(s - e) / max(abs(e), 1e-30)
+    tot = totals(p.stdout)   # (attribution sum, f(x) - f(x')) per sample; one sample here
+    gap = abs(tot[0][0] - tot[0][1]) / max(abs(tot[0][1]), 1e-30) if tot else None
     return np.load(out), gap
 
 
