@@ -63,8 +63,10 @@ ACTION_MODELS = {
     'action_cnn_lstm_attn': dict(ctor=M.action_cnn_lstm_attn, layout='NTCHW', epochs=20,
                                  lr=3e-3, cnn_steps=600, map_clips=12000,
                                  target_layer='cnn.conv4', two_stage=True),
+    # the final LayerNorm's output: the last block feeds it, which makes Grad-CAM there
+    # ill-conditioned (docs/cam.md, Conditioning)
     'action_timesformer': dict(ctor=M.action_timesformer, layout='NCTHW', epochs=6, lr=1e-3,
-                               cnn_steps=600, map_clips=6000, target_layer='blocks.2',
+                               cnn_steps=600, map_clips=6000, target_layer='norm',
                                token_grid='8x4x4', aux=True, two_stage=True, log_every=1),
 }
 PHASE_MODELS = ['phase_cnn', 'phase_mstcn', 'phase_cnn_lstm']
