@@ -232,6 +232,41 @@ def lstm_reference(net, x, target, eps):
     return out
 
 
+class GateNet(torch.nn.Module):
+    """(N, 1, 1, 1, I) clip -> signal s = Linear(I, H) x and gate g = sigmoid(Linear(I, H) x) ->
+    Linear(H, K) on s * g (the gated product of the zoo's CNN+LSTMs and of GRU-/LSTM-style
+    cells)."""
+
+    def __init__(self, I, H, K):
+        super().__init__()
+        self.I = I
+        self.signal = torch.nn.Linear(I, H)
+        self.gate = torch.nn.Linear(I, H)
+        self.fc = torch.nn.Linear(H, K)
+
+    def forward(self, x):
+        v = x.reshape(-1, self.I)
+        return self.fc(self.signal(v) * torch.sigmoid(self.gate(v)))
+
+
+def gate_reference(net, x, target, eps):
+    """Relevance of x (N, I) for class target: the epsilon rule on fc, all of the product's
+    relevance to the signal (signal-take-all, Arras et al. 2017: the gate gets none), the
+    epsilon rule on the signal's Linear."""
+    W = lambda m: (m.weight.detach().numpy(), m.bias.detach().numpy())  # noqa: E731
+    (Ws, bs), (Wg, bg), (A, b) = W(net.signal), W(net.gate), W(net.fc)
+    out = np.zeros(x.shape)
+    for n in range(x.shape[0]):
+        s = Ws @ x[n] + bs
+        p = s / (1 + np.exp(-(Wg @ x[n] + bg)))
+        y = A @ p + b
+        R = np.zeros_like(y)
+        R[target] = y[target]
+        Rp = rule_relevance('epsilon', A, b, p, R, eps=eps)
+        out[n] = rule_relevance('epsilon', Ws, bs, x[n], Rp, eps=eps)
+    return out
+
+
 if __name__ == '__main__':
     x = np.array([1.0, 2.0, 3.0])
     print('epsilon', two_layer_reference(captum_simple(), x, 'epsilon', eps=1e-9))

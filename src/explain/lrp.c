@@ -16,7 +16,9 @@
  *     z-rule, R_a = a / stab(y) R (an operand that is a constant, e.g. a bias, absorbs its
  *     share); pools through the op's own backward applied to S = R / stab(y).
  *   - Relu and other element-wise activations, a lone BatchNormalization, Mul / Div by a
- *     constant, a Softmax producing the explained output: R passes unchanged.
+ *     constant, a Softmax producing the explained output: R passes unchanged. A Mul of a signal
+ *     and a gate (a Sigmoid's output, maybe reshaped or transposed): all of R to the signal
+ *     (signal-take-all, as in the LSTM).
  *   - MaxPool (winner takes all) and the data-movement ops (Reshape, Transpose, Concat, ...):
  *     their gradient moves R, so they keep the default backward.
  *   - LSTM (Arras et al. 2017): signal-take-all through the gates, epsilon on the cell update and
@@ -168,10 +170,10 @@ static const char *const keep_sign_ops[] = {"MaxPool",
 
 #define SUPPORTED_MSG                                                                              \
     "LRP supports Conv, ConvTranspose, Gemm, MatMul (constant weight), LSTM, Add, Sub, Sum, Mul "  \
-    "and Div by a constant, BatchNormalization, Relu and other element-wise activations, "         \
-    "MaxPool, AveragePool, GlobalAveragePool, ReduceMean, ReduceSum, a final Softmax and the "     \
-    "data-movement ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, "   \
-    "Pad, Expand, Tile, Gather, Identity, Dropout, Cast)"
+    "and Div by a constant, Mul by a sigmoid gate, BatchNormalization, Relu and other element-"    \
+    "wise activations, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, ReduceSum, a final "   \
+    "Softmax and the data-movement ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, " \
+    "Split, Slice, Pad, Expand, Tile, Gather, Identity, Dropout, Cast)"
 
 static bool is_const(const stx_session *s, int v) {
     return v >= 0 && (s->kind[v] == STX_VK_MODEL_CONST || s->kind[v] == STX_VK_FOLDED) &&
@@ -1087,7 +1089,8 @@ stx_status stx__lrp_create(const stx_dense_spec *sp, stx_lrp **out) {
     int nv = s->nv;
     uint8_t *fr = stx__calloc(ctx, (size_t)nv + 1, 1), *br = stx__calloc(ctx, (size_t)nv + 1, 1);
     uint8_t *pre = stx__calloc(ctx, (size_t)nv + 1, 1), *nn = stx__calloc(ctx, (size_t)nv + 1, 1);
-    if (!fr || !br || !pre || !nn) {
+    uint8_t *gate = stx__calloc(ctx, (size_t)nv + 1, 1); /* a Sigmoid's output, maybe moved */
+    if (!fr || !br || !pre || !nn || !gate) {
         st = nomem(l);
         goto done;
     }
@@ -1109,9 +1112,12 @@ stx_status stx__lrp_create(const stx_dense_spec *sp, stx_lrp **out) {
         bool outnn = !strcmp(nd->op_type, "Relu") || !strcmp(nd->op_type, "Sigmoid") ||
                      !strcmp(nd->op_type, "Softmax") ||
                      (in_list(nd->op_type, keep_sign_ops) && allnn);
+        bool isgate = !strcmp(nd->op_type, "Sigmoid") ||
+                      (in_list(nd->op_type, move_ops) && stp->vin[0] >= 0 && gate[stp->vin[0]]);
         for (int k = 0; k < stp->n_vout; k++) {
             int v = stp->vout[k];
             if (v < 0 || !any || s->vals[v].dtype != STX_DTYPE_FLOAT) continue;
+            gate[v] = isgate;
             fr[v] = 1;
             pre[v] = anypre && !lin;
             nn[v] = outnn;
@@ -1185,13 +1191,23 @@ stx_status stx__lrp_create(const stx_dense_spec *sp, stx_lrp **out) {
                                nd->name);
         } else if (!strcmp(op, "Mul") || !strcmp(op, "Div")) {
             bool a0 = nd->in[0] >= 0 && fr[nd->in[0]], a1 = nd->in[1] >= 0 && fr[nd->in[1]];
-            if ((a0 && a1) || (!strcmp(op, "Div") && a1))
-                st = stx__errf(ce, STX_E_UNSUPPORTED,
-                               "lrp: node '%s' (%s) %s two activations; LRP passes relevance "
-                               "through %s by a constant only",
-                               nd->name, op, a0 && a1 ? "combines" : "divides by", op);
             ln->kind = K_PASS;
             ln->pass_in = a0 ? 0 : 1;
+            /* signal * gate, the gate a Sigmoid's output: the signal takes all (Arras et al.'s
+             * rule for the LSTM's gates), when it has the product's shape */
+            int g = a0 && a1 && !strcmp(op, "Mul") ? (gate[nd->in[0]]   ? 0
+                                                      : gate[nd->in[1]] ? 1
+                                                                        : -1)
+                                                   : -1;
+            if (g >= 0 && !gate[nd->in[1 - g]] && same_shape(c->in[1 - g], c->out[0])) {
+                ln->pass_in = 1 - g;
+            } else if ((a0 && a1) || (!strcmp(op, "Div") && a1)) {
+                st = stx__errf(ce, STX_E_UNSUPPORTED,
+                               "lrp: node '%s' (%s) %s two activations; LRP passes relevance "
+                               "through %s by a constant, or to the signal of a signal * "
+                               "sigmoid gate, only",
+                               nd->name, op, a0 && a1 ? "combines" : "divides by", op);
+            }
         } else if (!strcmp(op, "LSTM")) {
             st = plan_lstm(l, s, stp, ln);
         } else if (in_list(op, pool_ops)) {
@@ -1245,6 +1261,7 @@ done:
     stx__free(ctx, br);
     stx__free(ctx, pre);
     stx__free(ctx, nn);
+    stx__free(ctx, gate);
     if (st) {
         stx__lrp_free(l);
         return st;

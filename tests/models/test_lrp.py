@@ -14,12 +14,14 @@
   gxi        LRP-0 / epsilon -> 0 on a bias-free 3-D CNN with ReLU, MaxPool, a residual Add and a
              global average pool equals gradient x input (PyTorch autograd)
   lstm       an LSTM -> Linear against an independent numpy implementation of Arras et al.'s rules
+  gate       Linear(s) * sigmoid(Linear(g)) -> Linear: the signal takes the product's relevance
+             (Arras et al.'s signal-take-all), against tools/lrp_oracle.gate_reference
   zoo        conservation on held-out clips of the zoo's action_r3d, action_r2plus1d and
              action_cnn_lstm (and on a copy of action_r3d with every bias zeroed, where epsilon
              and epsilon-gamma-box must conserve); the share of positive relevance in the tube
   determinism  two runs with the same thread count agree bit for bit
   errors     unknown rule, LayerNormalization on the path, a Softmax inside, score prob, a MatMul
-             of two activations: one line, exit != 0, no file
+             and an ungated Mul of two activations: one line, exit != 0, no file
 """
 import os
 import re
@@ -369,6 +371,22 @@ def test_lstm():
               'reference' % (eps, e))
 
 
+def test_gate():
+    I, H, K = 5, 7, 3
+    torch.manual_seed(9)
+    net = oracle.GateNet(I, H, K).double().eval()
+    f32_weights(net)
+    path = work('gate.onnx')
+    oracle.export(net, (1, 1, 1, I), path, 2)
+    x = np.random.default_rng(9).normal(size=(2, 1, 1, 1, I)).astype(np.float32)
+    for eps in (1e-3, 0.5):
+        ref = oracle.gate_reference(net, x.astype(np.float64).reshape(2, I), 2, eps)
+        got, _ = lrp(path, x, work('gate_%g.npy' % eps), 'epsilon', ['--epsilon', str(eps)], 2)
+        e = rel_err(got.reshape(ref.shape), ref)
+        check(e <= TOL, 'signal * sigmoid gate -> Linear, epsilon %g (the signal takes all): '
+              'rel err %.1e to the reference' % (eps, e))
+
+
 # ---- the zoo -----------------------------------------------------------------------------------
 
 def zoo_input(n=4):
@@ -445,6 +463,18 @@ def test_errors():
                            numpy_helper.from_array(np.array([-1, 1], np.int64), 's2')])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 13)]),
               work('matmul2.onnx'))
+    # a Mul of two activations, neither a sigmoid's output: no gate, refused
+    nodes = [helper.make_node('Relu', ['input'], ['a']),
+             helper.make_node('Mul', ['input', 'a'], ['b']),
+             helper.make_node('ReduceSum', ['b', 'ax'], ['output'], keepdims=0)]
+    g = helper.make_graph(nodes, 'mul2',
+                          [helper.make_tensor_value_info('input', onnx.TensorProto.FLOAT,
+                                                         [1, 3, 16, 64, 64])],
+                          [helper.make_tensor_value_info('output', onnx.TensorProto.FLOAT,
+                                                         [1, 3])],
+                          [numpy_helper.from_array(np.array([2, 3, 4], np.int64), 'ax')])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 13)]),
+              work('mul2.onnx'))
     x, _, _ = zoo_input(1)
     inp = work('err_in.npy')
     np.save(inp, x)
@@ -455,7 +485,8 @@ def test_errors():
              '(LayerNormalization) is on the path'),
             ('Softmax inside', 'action_cnn_lstm_attn.onnx', [], '(Softmax) is inside'),
             ('score prob', 'action_r3d.onnx', ['--score', 'prob'], 'logit'),
-            ('MatMul of two activations', work('matmul2.onnx'), [], '(MatMul)')]:
+            ('MatMul of two activations', work('matmul2.onnx'), [], '(MatMul)'),
+            ('Mul of two activations, no gate', work('mul2.onnx'), [], '(Mul) combines')]:
         out = work('err_%s.npy' % what.replace(' ', '_'))
         if os.path.exists(out):
             os.remove(out)
@@ -469,5 +500,5 @@ def test_errors():
 
 if __name__ == '__main__':
     run([('rules', test_rules), ('bn', test_bn), ('layers', test_layers), ('captum', test_captum),
-         ('gxi', test_gxi), ('lstm', test_lstm),
+         ('gxi', test_gxi), ('lstm', test_lstm), ('gate', test_gate),
          ('zoo', test_zoo), ('determinism', test_determinism), ('errors', test_errors)])
