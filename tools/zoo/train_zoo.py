@@ -57,12 +57,13 @@ ACTION_MODELS = {
                        target_layer='layer4'),
     'action_r2plus1d': dict(ctor=M.action_r2plus1d, layout='NCTHW', epochs=13, lr=2e-3,
                             target_layer='layer4'),
-    'action_cnn_lstm': dict(ctor=M.action_cnn_lstm, layout='NTCHW', epochs=20, lr=3e-3,
-                            cnn_steps=600, map_clips=12000, target_layer='cnn.conv4',
+    # the LSTM's hidden states at every cell, gated by the target map (models.CellLSTM)
+    'action_cnn_lstm': dict(ctor=M.action_cnn_lstm, layout='NTCHW', epochs=14, lr=3e-3,
+                            cnn_steps=600, map_clips=12000, target_layer='cells',
                             two_stage=True),
-    'action_cnn_lstm_attn': dict(ctor=M.action_cnn_lstm_attn, layout='NTCHW', epochs=20,
-                                 lr=3e-3, cnn_steps=600, map_clips=12000,
-                                 target_layer='cnn.conv4', two_stage=True),
+    'action_cnn_lstm_attn': dict(ctor=M.action_cnn_lstm_attn, layout='NTCHW', epochs=14,
+                                 lr=1e-3, cnn_steps=600, map_clips=12000,
+                                 target_layer='cells', two_stage=True),
     # the final LayerNorm's output: the last block feeds it, which makes Grad-CAM there
     # ill-conditioned (docs/cam.md, Conditioning)
     'action_timesformer': dict(ctor=M.action_timesformer, layout='NCTHW', epochs=6, lr=1e-3,
