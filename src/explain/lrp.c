@@ -1193,14 +1193,12 @@ stx_status stx__lrp_create(const stx_dense_spec *sp, stx_lrp **out) {
             bool a0 = nd->in[0] >= 0 && fr[nd->in[0]], a1 = nd->in[1] >= 0 && fr[nd->in[1]];
             ln->kind = K_PASS;
             ln->pass_in = a0 ? 0 : 1;
-            /* signal * gate, the gate a Sigmoid's output: the signal takes all (Arras et al.'s
-             * rule for the LSTM's gates), when it has the product's shape */
-            int g = a0 && a1 && !strcmp(op, "Mul") ? (gate[nd->in[0]]   ? 0
-                                                      : gate[nd->in[1]] ? 1
-                                                                        : -1)
-                                                   : -1;
-            if (g >= 0 && !gate[nd->in[1 - g]] && same_shape(c->in[1 - g], c->out[0])) {
-                ln->pass_in = 1 - g;
+            /* signal * gate, exactly one operand a Sigmoid's output: the signal takes all
+             * (Arras et al.'s rule for the LSTM's gates), when it has the product's shape */
+            bool gated = a0 && a1 && !strcmp(op, "Mul") && gate[nd->in[0]] != gate[nd->in[1]];
+            int sig = gate[nd->in[0]] ? 1 : 0;
+            if (gated && same_shape(c->in[sig], c->out[0])) {
+                ln->pass_in = sig;
             } else if ((a0 && a1) || (!strcmp(op, "Div") && a1)) {
                 st = stx__errf(ce, STX_E_UNSUPPORTED,
                                "lrp: node '%s' (%s) %s two activations; LRP passes relevance "

@@ -201,14 +201,14 @@ class CellLSTM(nn.Module):
     frame (an LSTM's memory lags: ungated, the hidden state of a cell the disc has left still
     holds it)."""
 
-    def __init__(self, cin=1, mid=16, hidden=32):
+    def __init__(self, mid=16, hidden=32):
         super().__init__()
-        self.local = nn.Conv2d(cin, mid, 3, padding=1)
+        self.local = nn.Conv2d(1, mid, 3, padding=1)
         self.lstm = nn.LSTM(mid, hidden, batch_first=True)
 
-    def forward(self, m):                                   # m: N,T,C,h,w
-        n, t, c, h, w = m.shape
-        x = F.relu(self.local(m.reshape(n * t, c, h, w)))
+    def forward(self, m):                                   # m: N,T,1,h,w
+        n, t, _, h, w = m.shape
+        x = F.relu(self.local(m.reshape(n * t, 1, h, w)))
         x = x.reshape(n, t, -1, h * w).permute(0, 3, 1, 2).reshape(n * h * w, t, -1)
         y, _ = self.lstm(x)
         y = y.reshape(n, h, w, t, -1).permute(0, 4, 3, 1, 2)
@@ -231,7 +231,7 @@ class CNNLSTM(nn.Module):
         super().__init__()
         self.cnn = FrameCNN(dim, target_map=True)
         self.grid = int(round(cells ** 0.5))
-        self.cells = CellLSTM(1, 16, hidden)
+        self.cells = CellLSTM(16, hidden)
         self.attention = attention
         if attention:
             self.attn = nn.Sequential(nn.Linear(hidden, 32), nn.Tanh(), nn.Linear(32, 1))
